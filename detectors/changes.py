@@ -1,0 +1,97 @@
+"""What changed recently: per (app, route) history of prompt_version, model, route and provider.
+
+A new value of a tracked field in a scope is a change ``{field, from, to, first_seen}``. An incident
+in a segment lists the changes of its scope seen within ``lookback_s`` before the incident window
+(and up to its detection), newest first — the first thing a paged human asks.
+
+State is plain data (dicts of small lists), kept in the engine's store under ``__changes__`` keys so
+it survives restarts like any detector state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from semwatch.models import SuspectedChange, format_ts, RunEvent
+
+TRACKED = ("prompt_version", "model", "route", "provider")
+MAX_VALUES = 16  # per field and scope: a hostile stream cannot grow this without bound
+
+
+@dataclass
+class ScopeHistory:
+    # field -> list of [value, first_seen, last_seen], oldest first
+    values: dict[str, list[list]] = field(default_factory=dict)
+    # recorded changes: [field, from, to, first_seen]
+    changes: list[list] = field(default_factory=list)
+    last_seen: float = 0.0
+
+
+class ChangeTracker:
+    def __init__(self, lookback_s: float, get: Callable[[str], Optional[ScopeHistory]],
+                 put: Callable[[str, ScopeHistory], None]):
+        self.lookback_s = lookback_s
+        self._get = get
+        self._put = put
+
+    @staticmethod
+    def scope_keys(segment: dict[str, str]) -> list[str]:
+        """Scopes that can explain a segment: its app+route and the whole app."""
+        app = segment.get("app", "")
+        keys = [f"__changes__|{app}|*"]
+        if "route" in segment:
+            keys.insert(0, f"__changes__|{app}|{segment['route']}")
+        return keys
+
+    def observe(self, event: RunEvent) -> None:
+        for key, fields in ((f"__changes__|{event.app}|{event.route or ''}", TRACKED[:2] + TRACKED[3:]),
+                            (f"__changes__|{event.app}|*", TRACKED)):
+            hist = self._get(key)
+            created = hist is None
+            if hist is None:
+                hist = ScopeHistory()
+            dirty = created
+            for f in fields:
+                value = getattr(event, f, None)
+                if value is None:
+                    continue
+                dirty |= self._note(hist, f, str(value), event.ts)
+            if event.ts > hist.last_seen + 60:  # coarse, so that idle scopes can expire cheaply
+                hist.last_seen = event.ts
+                dirty = True
+            if dirty:
+                self._put(key, hist)
+
+    def _note(self, hist: ScopeHistory, f: str, value: str, ts: float) -> bool:
+        seen = hist.values.setdefault(f, [])
+        for entry in seen:
+            if entry[0] == value:
+                if ts > entry[2] + 60:
+                    entry[2] = ts
+                    return True
+                return False
+        if seen:
+            # The value it replaces: the one most recently active before this one appeared.
+            previous = max(seen, key=lambda e: e[2])[0]
+            hist.changes.append([f, previous, value, ts])
+            del hist.changes[:-MAX_VALUES]
+        seen.append([value, ts, ts])
+        if len(seen) > MAX_VALUES:
+            seen.sort(key=lambda e: e[2])
+            del seen[0]
+        return True
+
+    def suspected(self, segment: dict[str, str], before: float, now: float) -> list[SuspectedChange]:
+        out: dict[tuple, SuspectedChange] = {}
+        for key in self.scope_keys(segment):
+            hist = self._get(key)
+            if hist is None:
+                continue
+            for f, old, new, first_seen in hist.changes:
+                if before - self.lookback_s <= first_seen <= now:
+                    ident = (f, old, new)
+                    if ident not in out:
+                        out[ident] = SuspectedChange(field=f, from_=old, to=new,
+                                                     first_seen=format_ts(first_seen))
+        return sorted(out.values(), key=lambda c: c.first_seen, reverse=True)[:8]

@@ -1,0 +1,274 @@
+"""The detection engine: runs every configured detector and rule over events in event time.
+
+The same engine object serves the Faust worker (one engine per partition, its state mapping backed
+by a changelogged table) and offline replay (one engine, a plain dict). It holds no state of its own
+that cannot be derived from that mapping: the LRU and active-segment indexes are rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, MutableMapping, Optional
+
+from detectors.base import Context, Detector, SegmentState, StateAccess
+from detectors.changes import ChangeTracker, ScopeHistory
+from semwatch.models import Incident, RunEvent
+
+ENGINE_KEY = "__engine__"
+SEP = "\x1f"
+
+
+@dataclass
+class EngineClock:
+    """Persisted engine bookkeeping (picklable)."""
+
+    max_ts: float = -math.inf
+    next_tick: float = -math.inf
+    next_sweep: float = -math.inf
+
+
+@dataclass
+class EngineStats:
+    events: int = 0
+    late: int = 0
+    refusals_classified: int = 0
+    costs_priced: int = 0
+    evicted: int = 0
+    expired: int = 0
+    refused_segments: int = 0
+    incidents: int = 0
+
+
+@dataclass
+class EngineOptions:
+    allowed_lateness_s: float = 30.0
+    tick_s: float = 5.0
+    sweep_s: float = 600.0
+    change_lookback_s: float = 6 * 3600.0
+
+
+class Engine(StateAccess):
+    def __init__(self, detectors: list[Detector], options: EngineOptions | None = None,
+                 data: MutableMapping[str, Any] | None = None, prices: Any = None,
+                 classify_refusals: bool = True):
+        self.detectors = [d for d in detectors if d.params.enabled]
+        names = [d.name for d in self.detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique: {names}")
+        self.options = options or EngineOptions()
+        self.data: MutableMapping[str, Any] = {} if data is None else data
+        self.prices = prices
+        self.classify_refusals = classify_refusals
+        self.stats = EngineStats()
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+        self._by_name = {d.name: d for d in self.detectors}
+        self._lru: dict[str, OrderedDict[str, None]] = {d.name: OrderedDict() for d in self.detectors}
+        self._active: set[str] = set()
+        self._touched: list[str] = []
+        self._out: list[Incident] = []
+        self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw)
+        self._ctx = Context(self, self.changes, self._out.append)
+        self._classifier = None
+        self.rebuild_indexes()
+
+    # -- state bookkeeping ---------------------------------------------------------------------
+    @property
+    def clock(self) -> EngineClock:
+        clock = self.data.get(ENGINE_KEY)
+        if clock is None:
+            clock = EngineClock()
+            self._put_raw(ENGINE_KEY, clock)
+        return clock
+
+    def rebuild_indexes(self) -> None:
+        """Derive the LRU and active indexes from the state mapping (after recovery)."""
+        for lru in self._lru.values():
+            lru.clear()
+        self._active.clear()
+        entries = []
+        for key, st in list(self.data.items()):
+            if isinstance(st, SegmentState):
+                name = key.split("|", 1)[0]
+                if name in self._lru:
+                    entries.append((st.last_seen, name, key, st.active))
+        for _, name, key, active in sorted(entries):
+            self._lru[name][key] = None
+            if active:
+                self._active.add(key)
+
+    def _key(self, detector: Detector, segment: dict[str, str]) -> str:
+        return f"{detector.name}|{SEP.join(segment.values())}"
+
+    def _get_raw(self, key: str) -> Optional[ScopeHistory]:
+        return self.data.get(key)
+
+    def _put_raw(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.dirty.add(key)
+        self.deleted.discard(key)
+
+    def _delete(self, key: str) -> None:
+        if self.data.pop(key, None) is not None:
+            self.deleted.add(key)
+            self.dirty.discard(key)
+        self._active.discard(key)
+
+    def get_or_create(self, detector, segment, factory, now):
+        key = self._key(detector, segment)
+        st = self.data.get(key)
+        lru = self._lru[detector.name]
+        if st is None:
+            if len(lru) >= detector.params.max_segments and not self._evict_one(detector):
+                self.stats.refused_segments += 1
+                return None
+            st = factory()
+            st.segment = dict(segment)
+            self.data[key] = st
+        if now > st.last_seen:
+            st.last_seen = now
+        lru[key] = None
+        lru.move_to_end(key)
+        self._touch(key)
+        return st
+
+    def get(self, detector, segment):
+        return self.data.get(self._key(detector, segment))
+
+    def drop(self, detector, segment):
+        key = self._key(detector, segment)
+        self._lru[detector.name].pop(key, None)
+        self._delete(key)
+
+    def changed(self, detector, state):
+        self._touch(self._key(detector, state.segment))
+
+    def _touch(self, key: str) -> None:
+        self.dirty.add(key)
+        self.deleted.discard(key)
+        self._touched.append(key)
+
+    def _evict_one(self, detector: Detector) -> bool:
+        """Make room under the segment cap: forget the least recently seen idle segment."""
+        lru = self._lru[detector.name]
+        for key in lru:
+            if key not in self._active:
+                del lru[key]
+                self._delete(key)
+                self.stats.evicted += 1
+                return True
+        return False
+
+    def pop_dirty(self) -> tuple[set[str], set[str]]:
+        dirty, deleted = self.dirty, self.deleted
+        self.dirty, self.deleted = set(), set()
+        return dirty, deleted
+
+    # -- processing ----------------------------------------------------------------------------
+    def process(self, event: RunEvent) -> list[Incident]:
+        self._handle(event)
+        return self._drain()
+
+    def process_batch(self, events: Iterable[RunEvent]) -> list[Incident]:
+        for event in events:
+            self._handle(event)
+        return self._drain()
+
+    def advance_to(self, ts: float) -> list[Incident]:
+        """Move event time to ``ts`` with no event (end of a replay, or an idle stream)."""
+        clock = self.clock
+        if ts - self.options.allowed_lateness_s > clock.max_ts - self.options.allowed_lateness_s:
+            clock.max_ts = ts
+            self._put_raw(ENGINE_KEY, clock)
+        self._tick(clock, force=True)
+        return self._drain()
+
+    @property
+    def watermark(self) -> float:
+        return self.clock.max_ts - self.options.allowed_lateness_s
+
+    def _drain(self) -> list[Incident]:
+        out = list(self._out)
+        self._out.clear()
+        self.stats.incidents += len(out)
+        return out
+
+    def _enrich(self, event: RunEvent) -> None:
+        if event.refusal is None and event.response_text and self.classify_refusals:
+            if self._classifier is None:
+                from detectors.refusal_classifier import is_refusal
+
+                self._classifier = is_refusal
+            event.refusal = self._classifier(event.response_text)
+            self.stats.refusals_classified += 1
+        if event.cost_usd is None and self.prices is not None:
+            cost = self.prices.cost(event)
+            if cost is not None:
+                event.cost_usd = cost
+                self.stats.costs_priced += 1
+
+    def _handle(self, event: RunEvent) -> None:
+        self.stats.events += 1
+        self._enrich(event)
+        clock = self.clock
+        late = event.ts < clock.max_ts - self.options.allowed_lateness_s
+        if late:
+            self.stats.late += 1
+        self._ctx.late = late
+        self.changes.observe(event)
+        for detector in self.detectors:
+            detector.observe(event, self._ctx)
+        self._settle_touched()
+        if event.ts > clock.max_ts:
+            clock.max_ts = event.ts
+            self._tick(clock)
+        self._ctx.late = False
+
+    def _settle_touched(self) -> None:
+        for key in self._touched:
+            st = self.data.get(key)
+            if st is not None and st.active:
+                self._active.add(key)
+            else:
+                self._active.discard(key)
+        self._touched.clear()
+
+    def _tick(self, clock: EngineClock, force: bool = False) -> None:
+        watermark = clock.max_ts - self.options.allowed_lateness_s
+        if force or watermark >= clock.next_tick:
+            clock.next_tick = watermark + self.options.tick_s
+            self._put_raw(ENGINE_KEY, clock)
+            for key in sorted(self._active):
+                st = self.data.get(key)
+                detector = self._by_name.get(key.split("|", 1)[0])
+                if st is None or detector is None:
+                    self._active.discard(key)
+                    continue
+                detector.advance(st, watermark, self._ctx)
+            self._settle_touched()
+        if watermark >= clock.next_sweep:
+            clock.next_sweep = watermark + self.options.sweep_s
+            self._sweep(watermark)
+
+    def _sweep(self, watermark: float) -> None:
+        """Forget idle segments (event time) so that state stays bounded."""
+        for detector in self.detectors:
+            horizon = watermark - detector.params.idle_ttl_s
+            lru = self._lru[detector.name]
+            while lru:
+                key = next(iter(lru))
+                st = self.data.get(key)
+                if st is not None and (st.last_seen >= horizon or key in self._active):
+                    break
+                del lru[key]
+                self._delete(key)
+                self.stats.expired += 1
+        horizon = watermark - self.options.change_lookback_s * 2
+        for key in [k for k in self.data if k.startswith("__changes__|")]:
+            if self.data[key].last_seen < horizon:
+                self._delete(key)
+
+    def segments_active(self) -> dict[str, int]:
+        return {name: len(lru) for name, lru in self._lru.items()}

@@ -1,0 +1,830 @@
+"""OpenTelemetry input: OTLP/JSON trace exports -> normalized run events (DESIGN.md).
+
+The OpenTelemetry Collector's kafka exporter with ``encoding: otlp_json`` writes one
+``ExportTraceServiceRequest`` per Kafka record. :func:`decode_export` turns such a record into a dict
+(or says clearly why it cannot), and :func:`spans_to_events` maps the spans of one export to
+normalized run events. Both are pure: no I/O, no clock, no global state; the same export always gives
+the same events, so re-delivered records are idempotent downstream (``event_id`` is stable).
+
+OTLP/JSON details handled: hex ``traceId``/``spanId`` (lower-cased; base64 ids, as written by a
+generic protobuf JSON encoder, are converted), int64 values as JSON strings (``{"intValue": "123"}``,
+``"startTimeUnixNano": "1763800000000000000"``), every ``AnyValue`` variant (``stringValue``,
+``intValue``, ``doubleValue``, ``boolValue``, ``bytesValue``, ``arrayValue{values}``,
+``kvlistValue{values}``), status codes as numbers or enum names, and the snake_case field names
+that protobuf JSON parsers also accept.
+
+Mapping rules
+-------------
+Which spans become events
+  * A *model-call span* is one with ``gen_ai.operation.name`` in ``chat``, ``text_completion``,
+    ``generate_content``, or any span carrying ``gen_ai.request.model``/``gen_ai.response.model``
+    whose operation is not ``execute_tool``, ``embeddings``, ``create_agent`` or ``invoke_agent``.
+    An ``invoke_agent`` span counts as a model call only when it has a model attribute and no
+    model-call span below it in the export (a remote agent seen as one opaque call); otherwise its
+    model and usage would double-count its children's.
+  * Every accepted model-call span yields exactly one event. ``embeddings`` spans, agent spans and
+    non-GenAI spans (HTTP, DB, ...) are ignored without a report.
+  * ``execute_tool`` spans never yield their own event when a model-call span can take them (below).
+
+Event fields
+  * ``schema_version`` = ``"1"``; ``event_id`` = ``"<traceId>:<spanId>"`` (stable, idempotent).
+  * ``run_id`` = the span id of the *outermost* ``invoke_agent`` span enclosing the span (a
+    sub-agent's calls belong to the run of the agent that delegated to it), else the trace id (a
+    run = one trace).
+  * ``ts`` = span end time as RFC 3339 UTC with milliseconds; ``latency_s`` = end - start (omitted
+    when the start is missing or after the end).
+  * ``app`` = resource attribute ``service.name`` (``app_attribute``; a span attribute of that name
+    is the fallback).
+  * ``model`` = ``gen_ai.response.model``, else ``gen_ai.request.model``; ``provider`` =
+    ``gen_ai.provider.name``, else the older ``gen_ai.system``.
+  * ``input_tokens``/``output_tokens`` = ``gen_ai.usage.input_tokens``/``output_tokens`` (older
+    ``prompt_tokens``/``completion_tokens``) as ints; negative or non-integral values are dropped.
+  * ``finish_reason`` = first of ``gen_ai.response.finish_reasons`` (else the first output message's
+    ``finish_reason``); ``refusal`` = ``true`` when it is ``content_filter`` (never set to false:
+    semwatch classifies ``response_text`` itself).
+  * ``error_type`` = ``error.type``, else ``"error"`` when the span status is ERROR (code 2).
+  * Context attributes are looked up on the span, then on its ancestors (nearest first), then on the
+    span's resource, because frameworks put them on the agent span, not on each chat span:
+    ``route`` = ``semwatch.route``, else ``gen_ai.agent.name``; ``conversation_id`` =
+    ``gen_ai.conversation.id``; ``prompt_version`` = ``semwatch.prompt_version``,
+    ``gen_ai.prompt.version``, ``gen_ai.prompt_version`` or ``prompt.version``; ``tenant`` =
+    ``semwatch.tenant``, else ``tenant.id``; ``request_flagged`` = ``semwatch.request_flagged``.
+  * ``subject`` = every ``semwatch.subject.<type>`` attribute (string, number or array of them) of the
+    resource, the ancestors and the span, merged into ``{type: [ids]}`` (ids as strings, de-duplicated,
+    in order of first appearance).
+  * ``metrics`` = numeric span attributes ``semwatch.metric.<name>``.
+  * ``request_text`` = text parts of the last ``user`` message in ``gen_ai.input.messages`` (all text
+    parts when there is no user message); ``response_text`` = text parts of
+    ``gen_ai.output.messages``. Both only when content capture is on (span attribute, or attribute of
+    a span event such as ``gen_ai.client.inference.operation.details``), truncated to 4096 UTF-8
+    bytes. Messages may be JSON strings (the usual case) or structured array values; both the
+    ``parts`` form (``{"type": "text", "content": ...}``) and a plain ``content`` string are read.
+
+Tool calls
+  * Each ``execute_tool`` span becomes ``{name, call_id, arguments, result?, side_effect?}``:
+    ``name`` = ``gen_ai.tool.name`` (else the span name without ``execute_tool``), ``call_id`` =
+    ``gen_ai.tool.call.id`` (else the tool span's id), ``arguments`` = ``gen_ai.tool.call.arguments``
+    parsed as a JSON object (``{}`` when absent, not an object, or not valid JSON - the latter is also
+    reported), ``result`` = ``gen_ai.tool.call.result`` parsed as JSON (an object is kept as is, any
+    other JSON value becomes ``{"value": v}``, non-JSON text ``{"text": s[:4096 bytes]}``),
+    ``side_effect`` = boolean ``semwatch.tool.side_effect`` when present.
+  * It is attached to the model-call span that requested it: the one whose output messages contain a
+    ``tool_call`` part with the same id; else the latest model-call span of the same run that ended
+    at or before the tool span started; else the next model-call span of the run; the same search
+    is then repeated over the whole trace. Tool calls in an event are ordered by start time.
+  * A tool span with no accepted model-call span in its trace yields an event of its own (with
+    ``tool_calls`` = that one call) only when it carries a model attribute; otherwise it is rejected.
+
+Rejections
+  The second return value lists ``(span identifier, reason)`` pairs: model-call spans without a model,
+  without an end time, without an app, or with unusable ids; tool spans that could not be attached;
+  tool spans whose arguments were not valid JSON (the call is still kept, with ``arguments = {}``);
+  duplicate spans; malformed containers. Identifiers are ``"<traceId>:<spanId>"``, or the JSON path
+  of the span when it has no usable ids. Nothing inside a well-formed export raises.
+
+Operational note
+  Events are built from one export at a time. For run grouping and tool attachment to be complete,
+  all spans of a trace must arrive in the same export: put the collector-contrib ``groupbytrace``
+  processor in the traces pipeline before the kafka exporter. Without it, the BatchSpanProcessor
+  often ships child spans before their ``invoke_agent`` parent ends, and such events fall back to
+  the trace id as ``run_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Optional
+
+__all__ = ["decode_export", "spans_to_events", "MAX_TEXT_BYTES"]
+
+SCHEMA_VERSION = "1"
+MAX_TEXT_BYTES = 4096
+
+MODEL_CALL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+_NOT_MODEL_CALL_OPERATIONS = frozenset({"execute_tool", "embeddings", "create_agent", "invoke_agent"})
+
+_REQUEST_MODEL = "gen_ai.request.model"
+_RESPONSE_MODEL = "gen_ai.response.model"
+_OPERATION = "gen_ai.operation.name"
+_INPUT_MESSAGES = "gen_ai.input.messages"
+_OUTPUT_MESSAGES = "gen_ai.output.messages"
+_SUBJECT_PREFIX = "semwatch.subject."
+_METRIC_PREFIX = "semwatch.metric."
+
+_ROUTE_KEYS = ("semwatch.route", "gen_ai.agent.name")
+_PROMPT_VERSION_KEYS = (
+    "semwatch.prompt_version",
+    "gen_ai.prompt.version",
+    "gen_ai.prompt_version",
+    "prompt.version",
+)
+_TENANT_KEYS = ("semwatch.tenant", "tenant.id")
+_PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
+_INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+_OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+
+_STATUS_ERROR = 2
+_HEX = re.compile(r"^[0-9a-f]+$")
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_export(raw: bytes) -> dict:
+    """One Kafka record value -> an OTLP/JSON ``ExportTraceServiceRequest`` dict.
+
+    Raises ``ValueError`` naming the problem for empty, non-UTF-8, non-JSON or non-trace payloads
+    (including OTLP logs/metrics exports and the ``otlp_proto`` encoding sent to the wrong topic).
+    """
+    if isinstance(raw, str):
+        text = raw
+    else:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise ValueError(f"payload must be bytes, not {type(raw).__name__}")
+        data = bytes(raw)
+        if not data.strip():
+            raise ValueError("empty payload (tombstone or empty record), expected an OTLP/JSON trace export")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"payload is not UTF-8 text (byte {exc.start}); is the exporter using "
+                "encoding otlp_proto instead of otlp_json?"
+            ) from None
+    if not text.strip():
+        raise ValueError("empty payload (tombstone or empty record), expected an OTLP/JSON trace export")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("payload is not usable JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"not an OTLP trace export: top-level JSON is {_json_type(doc)}, expected an object")
+    spans = _get(doc, "resourceSpans")
+    if spans is None:
+        for other, what in (("resourceLogs", "logs"), ("resourceMetrics", "metrics"), ("resourceProfiles", "profiles")):
+            if _get(doc, other) is not None:
+                raise ValueError(f"not an OTLP trace export: it is an OTLP {what} export ({other})")
+        keys = ", ".join(sorted(str(k) for k in doc)[:5]) or "none"
+        raise ValueError(f"not an OTLP trace export: no resourceSpans field (top-level keys: {keys})")
+    if not isinstance(spans, list):
+        raise ValueError(f"not an OTLP trace export: resourceSpans is {_json_type(spans)}, expected an array")
+    return doc
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _get(obj: Any, camel: str) -> Any:
+    """Field by its lowerCamelCase OTLP/JSON name, or the snake_case name protobuf also allows."""
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get(camel)
+    if value is None:
+        value = obj.get(_CAMEL.sub("_", camel).lower())
+    return value
+
+
+def _any_value(value: Any, depth: int = 0) -> Any:
+    """OTLP ``AnyValue`` -> plain Python value (None when empty or unreadable)."""
+    if not isinstance(value, dict) or depth > 32:
+        return None
+    for key in ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue"):
+        raw = _get(value, key)
+        if raw is None:
+            continue
+        if key == "stringValue":
+            return raw if isinstance(raw, str) else None
+        if key == "boolValue":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in ("true", "false"):
+                return raw.lower() == "true"
+            return None
+        if key == "intValue":
+            return _to_int(raw)
+        if key == "doubleValue":
+            try:
+                number = float(raw)
+            except (TypeError, ValueError):
+                return None
+            return number if not isinstance(raw, bool) else None
+        if key == "arrayValue":
+            items = _get(raw, "values") or []
+            if not isinstance(items, list):
+                return None
+            return [_any_value(item, depth + 1) for item in items]
+        if key == "kvlistValue":
+            return _attributes(_get(raw, "values"), depth + 1)
+        if key == "bytesValue":
+            return raw if isinstance(raw, str) else None
+    return None
+
+
+def _attributes(items: Any, depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(items, list):
+        return out
+    for item in items:
+        key = item.get("key") if isinstance(item, dict) else None
+        if isinstance(key, str) and key:
+            out[key] = _any_value(item.get("value"), depth)
+    return out
+
+
+def _to_int(raw: Any) -> Optional[int]:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        return int(raw) if math.isfinite(raw) and raw.is_integer() else None
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            return int(number) if math.isfinite(number) and number.is_integer() else None
+    return None
+
+
+def _norm_id(raw: Any, nbytes: int) -> Optional[str]:
+    """Hex id of ``nbytes`` bytes (lower case), accepting base64 too; None when unusable or all zero."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    text = raw.strip().lower()
+    if len(text) != nbytes * 2 or not _HEX.match(text):
+        try:
+            decoded = base64.b64decode(raw.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if len(decoded) != nbytes:
+            return None
+        text = decoded.hex()
+    if set(text) == {"0"}:
+        return None
+    return text
+
+
+# --------------------------------------------------------------------------- span model
+
+
+@dataclass
+class _Span:
+    trace_id: str
+    span_id: str
+    parent_id: Optional[str]
+    name: str
+    start: Optional[int]
+    end: Optional[int]
+    attrs: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: Optional[int]
+    events: list[dict[str, Any]]
+    order: int
+    op: str = ""
+    children: list["_Span"] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.trace_id}:{self.span_id}"
+
+    def model(self) -> Optional[str]:
+        for k in (_RESPONSE_MODEL, _REQUEST_MODEL):
+            v = self.attrs.get(k)
+            if isinstance(v, str) and v.strip():
+                return v.strip()
+        return None
+
+
+def _status_code(status: Any) -> Optional[int]:
+    code = _get(status, "code")
+    if code is None:
+        return None
+    if isinstance(code, str):
+        named = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
+        if code.upper() in named:
+            return named[code.upper()]
+    return _to_int(code)
+
+
+def _iter_spans(export: dict, rejected: list[tuple[str, str]]) -> Iterable[tuple[str, dict, dict]]:
+    """(json path, resource attributes, raw span) for every span object in the export."""
+    resource_spans = _get(export, "resourceSpans")
+    if not isinstance(resource_spans, list):
+        rejected.append(("resourceSpans", "missing or not an array"))
+        return
+    for ri, rs in enumerate(resource_spans):
+        path = f"resourceSpans[{ri}]"
+        if not isinstance(rs, dict):
+            rejected.append((path, "not an object"))
+            continue
+        resource = _attributes(_get(_get(rs, "resource"), "attributes"))
+        scope_spans = _get(rs, "scopeSpans")
+        if scope_spans is None:
+            scope_spans = _get(rs, "instrumentationLibrarySpans")  # pre-1.0 OTLP
+        if scope_spans is None:
+            continue
+        if not isinstance(scope_spans, list):
+            rejected.append((f"{path}.scopeSpans", "not an array"))
+            continue
+        for si, ss in enumerate(scope_spans):
+            spath = f"{path}.scopeSpans[{si}]"
+            spans = _get(ss, "spans") if isinstance(ss, dict) else None
+            if not isinstance(ss, dict) or (spans is not None and not isinstance(spans, list)):
+                rejected.append((spath, "not an object with a spans array"))
+                continue
+            for pi, span in enumerate(spans or []):
+                yield f"{spath}.spans[{pi}]", resource, span
+
+
+def _looks_genai(attrs: dict[str, Any]) -> bool:
+    return any(k.startswith("gen_ai.") for k in attrs)
+
+
+def _read_spans(export: dict, rejected: list[tuple[str, str]]) -> list[_Span]:
+    spans: list[_Span] = []
+    seen: set[str] = set()
+    for order, (path, resource, raw) in enumerate(_iter_spans(export, rejected)):
+        if not isinstance(raw, dict):
+            rejected.append((path, "span is not an object"))
+            continue
+        attrs = _attributes(_get(raw, "attributes"))
+        trace_id = _norm_id(_get(raw, "traceId"), 16)
+        span_id = _norm_id(_get(raw, "spanId"), 8)
+        if trace_id is None or span_id is None:
+            if _looks_genai(attrs):
+                which = "traceId" if trace_id is None else "spanId"
+                rejected.append((path, f"GenAI span {str(_get(raw, 'name'))[:80]!r} has a missing or invalid {which}"))
+            continue
+        key = f"{trace_id}:{span_id}"
+        if key in seen:
+            if _looks_genai(attrs):
+                rejected.append((key, "duplicate span in the export; the first copy was used"))
+            continue
+        seen.add(key)
+        events = []
+        raw_events = _get(raw, "events")
+        for ev in raw_events if isinstance(raw_events, list) else []:
+            if isinstance(ev, dict):
+                events.append({"name": ev.get("name"), "attributes": _attributes(_get(ev, "attributes"))})
+        start = _to_int(_get(raw, "startTimeUnixNano"))
+        end = _to_int(_get(raw, "endTimeUnixNano"))
+        op = attrs.get(_OPERATION)
+        name = _get(raw, "name")
+        spans.append(
+            _Span(
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_id=_norm_id(_get(raw, "parentSpanId"), 8),
+                name=name if isinstance(name, str) else "",
+                start=start if start and start > 0 else None,
+                end=end if end and end > 0 else None,
+                attrs=attrs,
+                resource=resource,
+                status_code=_status_code(_get(raw, "status")),
+                events=events,
+                order=order,
+                op=op.strip().lower() if isinstance(op, str) else "",
+            )
+        )
+    return spans
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ancestors(span: _Span, index: dict[str, _Span]) -> list[_Span]:
+    """Parents, nearest first, within the export (cycle-safe)."""
+    out: list[_Span] = []
+    seen = {span.key}
+    parent = span.parent_id
+    while parent:
+        key = f"{span.trace_id}:{parent}"
+        node = index.get(key)
+        if node is None or key in seen:
+            break
+        seen.add(key)
+        out.append(node)
+        parent = node.parent_id
+    return out
+
+
+def _has_model_call_below(span: _Span, model_keys: set[str]) -> bool:
+    stack = list(span.children)
+    seen: set[str] = set()
+    while stack:
+        node = stack.pop()
+        if node.key in seen:
+            continue
+        seen.add(node.key)
+        if node.key in model_keys:
+            return True
+        stack.extend(node.children)
+    return False
+
+
+def _text(value: Any) -> Optional[str]:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _first(attrs: dict[str, Any], keys: Iterable[str]) -> Optional[str]:
+    for k in keys:
+        v = _text(attrs.get(k))
+        if v is not None:
+            return v
+    return None
+
+
+def _inherited(span: _Span, lineage: list[_Span], keys: tuple[str, ...]) -> Optional[str]:
+    """First of ``keys`` on the span, then its ancestors (nearest first), then its resource."""
+    for node in [span, *lineage]:
+        v = _first(node.attrs, keys)
+        if v is not None:
+            return v
+    return _first(span.resource, keys)
+
+
+def _bool(value: Any) -> Optional[bool]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _count(attrs: dict[str, Any], keys: tuple[str, ...]) -> Optional[int]:
+    for k in keys:
+        if k in attrs:
+            n = _to_int(attrs[k])
+            if n is not None and n >= 0:
+                return n
+    return None
+
+
+def _truncate(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def _rfc3339(ns: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _parse_json(value: Any) -> tuple[Any, bool]:
+    """(parsed value, ok). Structured attribute values pass through as already parsed."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value), True
+        except (ValueError, RecursionError):
+            return None, False
+    return value, value is not None
+
+
+def _messages(span: _Span, key: str) -> list[dict]:
+    raw = span.attrs.get(key)
+    if raw is None:
+        for ev in span.events:
+            if key in ev["attributes"]:
+                raw = ev["attributes"][key]
+                break
+    parsed, ok = _parse_json(raw)
+    if not ok:
+        return []
+    if isinstance(parsed, dict):
+        parsed = [parsed]
+    return [m for m in parsed if isinstance(m, dict)] if isinstance(parsed, list) else []
+
+
+def _message_text(message: dict) -> str:
+    pieces: list[str] = []
+    parts = message.get("parts")
+    if isinstance(parts, list):
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") == "text":
+                content = part.get("content", part.get("text"))
+                if isinstance(content, str) and content:
+                    pieces.append(content)
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        pieces.append(content)
+    return "\n".join(pieces)
+
+
+def _request_text(messages: list[dict]) -> Optional[str]:
+    users = [m for m in messages if m.get("role") == "user"]
+    chosen = users[-1:] if users else messages
+    text = "\n".join(t for t in (_message_text(m) for m in chosen) if t)
+    return _truncate(text) if text else None
+
+
+def _response_text(messages: list[dict]) -> Optional[str]:
+    text = "\n".join(t for t in (_message_text(m) for m in messages) if t)
+    return _truncate(text) if text else None
+
+
+def _requested_call_ids(messages: list[dict]) -> set[str]:
+    ids: set[str] = set()
+    for m in messages:
+        parts = m.get("parts")
+        for part in parts if isinstance(parts, list) else []:
+            if isinstance(part, dict) and part.get("type") == "tool_call":
+                cid = _text(part.get("id"))
+                if cid:
+                    ids.add(cid)
+    return ids
+
+
+def _subject(span: _Span, lineage: list[_Span]) -> dict[str, list[str]]:
+    subject: dict[str, list[str]] = {}
+    for attrs in [span.resource, *(n.attrs for n in reversed(lineage)), span.attrs]:
+        for key, value in attrs.items():
+            if not key.startswith(_SUBJECT_PREFIX):
+                continue
+            kind = key[len(_SUBJECT_PREFIX):].strip()
+            if not kind:
+                continue
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                ident = _text(v)
+                if ident is None:
+                    continue
+                bucket = subject.setdefault(kind, [])
+                if ident not in bucket:
+                    bucket.append(ident)
+    return {k: v for k, v in subject.items() if v}
+
+
+def _metrics(attrs: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in attrs.items():
+        if key.startswith(_METRIC_PREFIX) and len(key) > len(_METRIC_PREFIX):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[key[len(_METRIC_PREFIX):]] = value
+    return out
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass
+class _ModelCall:
+    span: _Span
+    run_id: str
+    event: dict[str, Any]
+    call_ids: set[str]
+    tools: list[tuple[int, str, dict]] = field(default_factory=list)
+
+
+def _run_id(span: _Span, lineage: list[_Span]) -> str:
+    agent = None
+    for node in [span, *lineage]:
+        if node.op == "invoke_agent":
+            agent = node  # keep walking: the outermost agent span wins
+    return agent.span_id if agent is not None else span.trace_id
+
+
+def _build_event(span: _Span, lineage: list[_Span], app_attribute: str) -> tuple[Optional[dict], str, set[str]]:
+    """(event or None, reason when None, tool-call ids requested in the output messages)."""
+    model = span.model()
+    label = span.op or "GenAI"
+    if model is None:
+        return None, f"{label} span {span.name[:80]!r} has no {_REQUEST_MODEL} or {_RESPONSE_MODEL}", set()
+    if span.end is None:
+        return None, f"{label} span {span.name[:80]!r} has no endTimeUnixNano", set()
+    app = _first(span.resource, (app_attribute,)) or _first(span.attrs, (app_attribute,))
+    if app is None:
+        return None, f"{label} span {span.name[:80]!r} has no {app_attribute!r} resource attribute (app)", set()
+
+    a = span.attrs
+    event: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": span.key,
+        "run_id": _run_id(span, lineage),
+        "ts": _rfc3339(span.end),
+        "app": app,
+        "model": model,
+    }
+    optional: dict[str, Any] = {
+        "route": _inherited(span, lineage, _ROUTE_KEYS),
+        "provider": _first(a, _PROVIDER_KEYS),
+        "prompt_version": _inherited(span, lineage, _PROMPT_VERSION_KEYS),
+        "tenant": _inherited(span, lineage, _TENANT_KEYS),
+        "conversation_id": _inherited(span, lineage, ("gen_ai.conversation.id",)),
+        "input_tokens": _count(a, _INPUT_TOKEN_KEYS),
+        "output_tokens": _count(a, _OUTPUT_TOKEN_KEYS),
+    }
+    if span.start is not None and span.end >= span.start:
+        optional["latency_s"] = round((span.end - span.start) / 1e9, 9)
+
+    output = _messages(span, _OUTPUT_MESSAGES)
+    reasons = a.get("gen_ai.response.finish_reasons")
+    if isinstance(reasons, list):
+        finish = next((t for t in (_text(r) for r in reasons) if t), None)
+    else:
+        finish = _text(reasons)
+    if finish is None:
+        finish = next((t for t in (_text(m.get("finish_reason")) for m in output) if t), None)
+    optional["finish_reason"] = finish
+
+    error = _text(a.get("error.type"))
+    if error is None and span.status_code == _STATUS_ERROR:
+        error = "error"
+    optional["error_type"] = error
+
+    optional["request_text"] = _request_text(_messages(span, _INPUT_MESSAGES))
+    optional["response_text"] = _response_text(output)
+    if finish == "content_filter":
+        optional["refusal"] = True
+    for node in [span, *lineage]:
+        flagged = _bool(node.attrs.get("semwatch.request_flagged"))
+        if flagged is not None:
+            optional["request_flagged"] = flagged
+            break
+    optional["subject"] = _subject(span, lineage) or None
+    optional["metrics"] = _metrics(a) or None
+
+    event.update({k: v for k, v in optional.items() if v is not None})
+    return event, "", _requested_call_ids(output)
+
+
+def _tool_call(span: _Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
+    a = span.attrs
+    name = _text(a.get("gen_ai.tool.name"))
+    if name is None:
+        stripped = re.sub(r"^execute_tool\s*", "", span.name).strip()
+        name = stripped or "unknown_tool"
+    call: dict[str, Any] = {"name": name, "call_id": _text(a.get("gen_ai.tool.call.id")) or span.span_id}
+
+    raw_args = a.get("gen_ai.tool.call.arguments")
+    arguments: dict[str, Any] = {}
+    if raw_args is not None:
+        parsed, ok = _parse_json(raw_args)
+        if ok and isinstance(parsed, dict):
+            arguments = parsed
+        elif not ok:
+            rejected.append(
+                (span.key, f"execute_tool {name!r}: gen_ai.tool.call.arguments is not valid JSON; kept the call with arguments={{}}")
+            )
+    call["arguments"] = arguments
+
+    if "gen_ai.tool.call.result" in a and a["gen_ai.tool.call.result"] is not None:
+        raw_result = a["gen_ai.tool.call.result"]
+        parsed, ok = _parse_json(raw_result)
+        if ok and isinstance(parsed, dict):
+            call["result"] = parsed
+        elif ok:
+            call["result"] = {"value": parsed}
+        else:
+            call["result"] = {"text": _truncate(str(raw_result))}
+
+    side_effect = _bool(a.get("semwatch.tool.side_effect"))
+    if side_effect is not None:
+        call["side_effect"] = side_effect
+    return call
+
+
+def _pick_by_time(candidates: list[_ModelCall], tool: _Span) -> Optional[_ModelCall]:
+    if not candidates:
+        return None
+    at = tool.start if tool.start is not None else tool.end
+    if at is None:
+        return None
+    before = [c for c in candidates if c.span.end is not None and c.span.end <= at]
+    if before:
+        return max(before, key=lambda c: (c.span.end, c.span.start or 0, c.span.order))
+    after = [c for c in candidates if c.span.start is not None and c.span.start >= at]
+    if after:
+        return min(after, key=lambda c: (c.span.start, c.span.order))
+    # Overlapping in time (clock skew or parallel work): the one that ended nearest before the tool did.
+    return min(candidates, key=lambda c: (abs((c.span.end or 0) - at), c.span.order))
+
+
+def _attach(tool: _Span, call_id: Optional[str], run_id: str, calls: list[_ModelCall]) -> Optional[_ModelCall]:
+    same_run = [c for c in calls if c.run_id == run_id]
+    if call_id:
+        for pool in (same_run, calls):
+            matches = [c for c in pool if call_id in c.call_ids]
+            if matches:
+                return _pick_by_time(matches, tool) or matches[0]
+    for pool in (same_run, calls):
+        chosen = _pick_by_time(pool, tool)
+        if chosen is not None:
+            return chosen
+    return None
+
+
+def spans_to_events(
+    export: dict, *, app_attribute: str = "service.name"
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Map one OTLP/JSON trace export to (normalized run events, rejected spans).
+
+    Events are JSON-ready dicts per DESIGN.md, ordered by ``ts`` then ``event_id``; rejected spans are
+    ``(span identifier, reason)`` pairs. See the module docstring for the mapping rules.
+    """
+    rejected: list[tuple[str, str]] = []
+    if not isinstance(export, dict):
+        raise ValueError(f"not an OTLP trace export: expected an object, got {_json_type(export)}")
+    spans = _read_spans(export, rejected)
+    index = {s.key: s for s in spans}
+    for s in spans:
+        if s.parent_id:
+            parent = index.get(f"{s.trace_id}:{s.parent_id}")
+            if parent is not None and parent is not s:
+                parent.children.append(s)
+
+    # Classify.
+    candidates: list[_Span] = []
+    tools: list[_Span] = []
+    agents_with_model: list[_Span] = []
+    for s in spans:
+        if s.op == "execute_tool":
+            tools.append(s)
+        elif s.op in MODEL_CALL_OPERATIONS:
+            candidates.append(s)
+        elif s.op == "invoke_agent" and s.model() is not None:
+            agents_with_model.append(s)
+        elif s.op not in _NOT_MODEL_CALL_OPERATIONS and s.model() is not None:
+            candidates.append(s)
+    candidate_keys = {s.key for s in candidates}
+    for agent in agents_with_model:
+        if not _has_model_call_below(agent, candidate_keys):
+            candidates.append(agent)
+
+    # One event per model-call span.
+    by_trace: dict[str, list[_ModelCall]] = {}
+    for s in sorted(candidates, key=lambda x: x.order):
+        try:
+            lineage = _ancestors(s, index)
+            event, reason, call_ids = _build_event(s, lineage, app_attribute)
+        except Exception as exc:  # never raise on odd input inside a well-formed export
+            event, reason, call_ids = None, f"unreadable span: {type(exc).__name__}: {exc}", set()
+        if event is None:
+            rejected.append((s.key, reason))
+            continue
+        by_trace.setdefault(s.trace_id, []).append(_ModelCall(s, event["run_id"], event, call_ids))
+
+    # Tool spans: attach to the requesting model call, else their own event, else reject.
+    standalone: list[dict] = []
+    for t in sorted(tools, key=lambda x: (x.start or x.end or 0, x.order)):
+        try:
+            lineage = _ancestors(t, index)
+            call = _tool_call(t, rejected)
+            target = _attach(t, _text(t.attrs.get("gen_ai.tool.call.id")), _run_id(t, lineage), by_trace.get(t.trace_id, []))
+            if target is not None:
+                target.tools.append((t.start or t.end or 0, t.span_id, call))
+                continue
+            if t.model() is None:
+                rejected.append(
+                    (t.key, f"execute_tool {call['name']!r} has no model-call span in its trace to attach to and no model attribute")
+                )
+                continue
+            event, reason, _ = _build_event(t, lineage, app_attribute)
+            if event is None:
+                rejected.append((t.key, reason))
+                continue
+            event["tool_calls"] = [call]
+            standalone.append(event)
+        except Exception as exc:  # never raise on odd input inside a well-formed export
+            rejected.append((t.key, f"unreadable tool span: {type(exc).__name__}: {exc}"))
+
+    events: list[tuple[int, str, dict]] = []
+    for calls in by_trace.values():
+        for c in calls:
+            if c.tools:
+                c.event["tool_calls"] = [call for _, _, call in sorted(c.tools, key=lambda x: (x[0], x[1]))]
+            events.append((c.span.end or 0, c.event["event_id"], c.event))
+    for ev in standalone:
+        events.append((index[ev["event_id"]].end or 0, ev["event_id"], ev))
+    events.sort(key=lambda x: (x[0], x[1]))
+    return [ev for _, _, ev in events], rejected

@@ -1,0 +1,179 @@
+"""Process settings: environment (``SEMWATCH_`` prefix, ``__`` for nesting) over an optional YAML file.
+
+Detector and rule definitions are not settings: they live in the config directory
+(``config/semwatch.yaml`` and friends) and are loaded by :mod:`semwatch.config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class Topics(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    runs: str = "semwatch.runs"
+    incidents: str = "semwatch.incidents"
+    dlq: str = "semwatch.runs.dlq"
+    otlp: str = "semwatch.otlp.spans"
+
+
+class KafkaSecurity(BaseModel):
+    """Client security settings; secrets only from the environment (never from files in git)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None
+    sasl_username: Optional[str] = None
+    sasl_password: Optional[SecretStr] = None
+    ssl_cafile: Optional[Path] = None
+    ssl_certfile: Optional[Path] = None
+    ssl_keyfile: Optional[Path] = None
+    ssl_check_hostname: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SEMWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    # kafka://host:9092[;kafka://host2:9092] or host:port[,host:port]; unset -> embedded Tansu broker.
+    broker_url: Optional[str] = None
+    app_id: str = "semwatch"
+    topics: Topics = Topics()
+    partitions: int = Field(default=4, ge=1, le=1024)
+    kafka: KafkaSecurity = KafkaSecurity()
+    config_dir: Path = REPO_CONFIG_DIR
+    # Faust table store: memory:// (state rebuilt from the changelog on start) or rocksdb://.
+    store: str = "memory://"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Batch size and wait for the detection agent (stream.take): bigger batches, fewer changelog writes.
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.2, gt=0)
+    # Consumer group session timeout: how soon a dead worker's partitions move to a survivor.
+    session_timeout_s: float = Field(default=30.0, gt=1)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    def bootstrap_servers(self) -> str:
+        if not self.broker_url:
+            raise RuntimeError("no broker configured (the embedded broker sets broker_url)")
+        hosts = []
+        for part in self.broker_url.replace(";", ",").split(","):
+            part = part.strip()
+            if part.startswith("kafka://"):
+                part = part[len("kafka://") :]
+            if part:
+                hosts.append(part)
+        return ",".join(hosts)
+
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{h}" for h in self.bootstrap_servers().split(","))
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (security)."""
+        sec = self.kafka
+        kwargs: dict[str, Any] = {"security_protocol": sec.security_protocol}
+        if sec.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            kwargs["sasl_mechanism"] = sec.sasl_mechanism or "SCRAM-SHA-512"
+            kwargs["sasl_plain_username"] = sec.sasl_username
+            kwargs["sasl_plain_password"] = (
+                sec.sasl_password.get_secret_value() if sec.sasl_password else None
+            )
+        if sec.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = self.ssl_context()
+        return kwargs
+
+    def ssl_context(self):
+        import ssl
+
+        sec = self.kafka
+        ctx = ssl.create_default_context(cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None)
+        if sec.ssl_certfile:
+            ctx.load_cert_chain(
+                str(sec.ssl_certfile), str(sec.ssl_keyfile) if sec.ssl_keyfile else None
+            )
+        ctx.check_hostname = sec.ssl_check_hostname
+        return ctx
+
+    def faust_credentials(self):
+        """Faust's credentials object for the configured security settings (None for plaintext)."""
+        import faust
+
+        sec = self.kafka
+        if sec.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            from faust.types.auth import SASLMechanism
+
+            mechanism = SASLMechanism(sec.sasl_mechanism or "SCRAM-SHA-512")
+            return faust.SASLCredentials(
+                username=sec.sasl_username,
+                password=sec.sasl_password.get_secret_value() if sec.sasl_password else None,
+                mechanism=mechanism,
+                ssl_context=self.ssl_context() if sec.security_protocol == "SASL_SSL" else None,
+            )
+        if sec.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        return None
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Optional settings file named by ``SEMWATCH_SETTINGS_FILE`` (lowest priority)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - not used
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("SEMWATCH_SETTINGS_FILE")
+        if not path:
+            return {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"{path}: cannot read settings file: {exc}") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"{path}: settings file must be a mapping of setting names")
+        if "kafka" in data and isinstance(data["kafka"], dict) and "sasl_password" in data["kafka"]:
+            raise SettingsError(
+                f"{path}: kafka.sasl_password must come from the environment "
+                "(SEMWATCH_KAFKA__SASL_PASSWORD), not from a file"
+            )
+        return data
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with errors that name the field and where it came from."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            env = "SEMWATCH_" + "__".join(str(p).upper() for p in e["loc"])
+            lines.append(f"setting {loc} (env {env}): {e['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
