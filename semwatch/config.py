@@ -184,6 +184,9 @@ def load_config(directory: str | Path) -> SemwatchConfig:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{main_path}:1: expected a mapping with engine/detectors/rules")
+    for section in ("detectors", "rules"):
+        if section in data and data[section] is None:  # a section with only comments
+            data[section] = []
     try:
         cfg = ConfigFile.model_validate(data)
     except ValidationError as exc:

@@ -32,13 +32,14 @@ Event fields
     sub-agent's calls belong to the run of the agent that delegated to it), else the trace id (a
     run = one trace).
   * ``ts`` = span end time as RFC 3339 UTC with milliseconds; ``latency_s`` = end - start (omitted
-    when the start is missing or after the end).
+    when the start is missing, after the end, or more than 10^6 s before it).
   * ``app`` = resource attribute ``service.name`` (``app_attribute``; a span attribute of that name
     is the fallback).
   * ``model`` = ``gen_ai.response.model``, else ``gen_ai.request.model``; ``provider`` =
     ``gen_ai.provider.name``, else the older ``gen_ai.system``.
   * ``input_tokens``/``output_tokens`` = ``gen_ai.usage.input_tokens``/``output_tokens`` (older
-    ``prompt_tokens``/``completion_tokens``) as ints; negative or non-integral values are dropped.
+    ``prompt_tokens``/``completion_tokens``) as ints; negative, non-integral or implausible
+    (> 10^9) values are dropped.
   * ``finish_reason`` = first of ``gen_ai.response.finish_reasons`` (else the first output message's
     ``finish_reason``); ``refusal`` = ``true`` when it is ``content_filter`` (never set to false:
     semwatch classifies ``response_text`` itself).
@@ -67,7 +68,8 @@ Tool calls
     parsed as a JSON object (``{}`` when absent, not an object, or not valid JSON - the latter is also
     reported), ``result`` = ``gen_ai.tool.call.result`` parsed as JSON (an object is kept as is, any
     other JSON value becomes ``{"value": v}``, non-JSON text ``{"text": s[:4096 bytes]}``),
-    ``side_effect`` = boolean ``semwatch.tool.side_effect`` when present.
+    ``side_effect`` = boolean ``semwatch.tool.side_effect`` when present, and ``error_type`` (extra
+    field: ``error.type``, or ``"error"`` for status ERROR) when the tool span failed.
   * It is attached to the model-call span that requested it: the one whose output messages contain a
     ``tool_call`` part with the same id; else the latest model-call span of the same run that ended
     at or before the tool span started; else the next model-call span of the run; the same search
@@ -77,9 +79,10 @@ Tool calls
 
 Rejections
   The second return value lists ``(span identifier, reason)`` pairs: model-call spans without a model,
-  without an end time, without an app, or with unusable ids; tool spans that could not be attached;
-  tool spans whose arguments were not valid JSON (the call is still kept, with ``arguments = {}``);
-  duplicate spans; malformed containers. Identifiers are ``"<traceId>:<spanId>"``, or the JSON path
+  without an end time, without an app, with unusable ids, or with a label (model, route, ...) longer
+  than 256 characters; tool spans that could not be attached, or whose name or call id is longer
+  than 256 characters; tool spans whose arguments were not valid JSON (the call is still kept, with
+  ``arguments = {}``); duplicate spans; malformed containers. Identifiers are ``"<traceId>:<spanId>"``, or the JSON path
   of the span when it has no usable ids. Nothing inside a well-formed export raises.
 
 Operational note
@@ -105,6 +108,11 @@ __all__ = ["decode_export", "spans_to_events", "MAX_TEXT_BYTES"]
 
 SCHEMA_VERSION = "1"
 MAX_TEXT_BYTES = 4096
+MAX_LABEL_CHARS = 256  # ids and labels (model, route, tool name, ...), as in semwatch.models
+MAX_TOKENS = 10**9
+MAX_LATENCY_S = 1e6
+_LABEL_FIELDS = ("app", "model", "route", "provider", "prompt_version", "tenant", "conversation_id",
+                 "finish_reason", "error_type")
 
 MODEL_CALL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 _NOT_MODEL_CALL_OPERATIONS = frozenset({"execute_tool", "embeddings", "create_agent", "invoke_agent"})
@@ -221,13 +229,16 @@ def _any_value(value: Any, depth: int = 0) -> Any:
                 return raw.lower() == "true"
             return None
         if key == "intValue":
-            return _to_int(raw)
+            number = _to_int(raw)
+            return number if number is not None and -(2**63) <= number < 2**63 else None
         if key == "doubleValue":
+            if isinstance(raw, bool):
+                return None
             try:
                 number = float(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 return None
-            return number if not isinstance(raw, bool) else None
+            return number if math.isfinite(number) else None  # events must stay JSON-compliant
         if key == "arrayValue":
             items = _get(raw, "values") or []
             if not isinstance(items, list):
@@ -484,7 +495,7 @@ def _count(attrs: dict[str, Any], keys: tuple[str, ...]) -> Optional[int]:
     for k in keys:
         if k in attrs:
             n = _to_int(attrs[k])
-            if n is not None and n >= 0:
+            if n is not None and 0 <= n <= MAX_TOKENS:
                 return n
     return None
 
@@ -501,11 +512,17 @@ def _rfc3339(ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _finite_float(text: str) -> Optional[float]:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
 def _parse_json(value: Any) -> tuple[Any, bool]:
     """(parsed value, ok). Structured attribute values pass through as already parsed."""
     if isinstance(value, str):
         try:
-            return json.loads(value), True
+            # NaN/Infinity are not JSON; read them as null so events stay JSON-compliant.
+            return json.loads(value, parse_constant=lambda _: None, parse_float=_finite_float), True
         except (ValueError, RecursionError):
             return None, False
     return value, value is not None
@@ -644,7 +661,7 @@ def _build_event(span: _Span, lineage: list[_Span], app_attribute: str) -> tuple
         "input_tokens": _count(a, _INPUT_TOKEN_KEYS),
         "output_tokens": _count(a, _OUTPUT_TOKEN_KEYS),
     }
-    if span.start is not None and span.end >= span.start:
+    if span.start is not None and 0 <= span.end - span.start <= MAX_LATENCY_S * 1e9:
         optional["latency_s"] = round((span.end - span.start) / 1e9, 9)
 
     output = _messages(span, _OUTPUT_MESSAGES)
@@ -675,6 +692,9 @@ def _build_event(span: _Span, lineage: list[_Span], app_attribute: str) -> tuple
     optional["metrics"] = _metrics(a) or None
 
     event.update({k: v for k, v in optional.items() if v is not None})
+    for name in _LABEL_FIELDS:
+        if name in event and len(event[name]) > MAX_LABEL_CHARS:
+            return None, f"{label} span {span.name[:80]!r}: {name} is longer than {MAX_LABEL_CHARS} characters", set()
     return event, "", _requested_call_ids(output)
 
 
@@ -711,6 +731,11 @@ def _tool_call(span: _Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
     side_effect = _bool(a.get("semwatch.tool.side_effect"))
     if side_effect is not None:
         call["side_effect"] = side_effect
+    error = _text(a.get("error.type"))
+    if error is None and span.status_code == _STATUS_ERROR:
+        error = "error"
+    if error is not None:
+        call["error_type"] = error
     return call
 
 
@@ -800,6 +825,9 @@ def spans_to_events(
         try:
             lineage = _ancestors(t, index)
             call = _tool_call(t, rejected)
+            if max(len(call["name"]), len(call["call_id"])) > MAX_LABEL_CHARS:
+                rejected.append((t.key, f"execute_tool name or call id is longer than {MAX_LABEL_CHARS} characters"))
+                continue
             target = _attach(t, _text(t.attrs.get("gen_ai.tool.call.id")), _run_id(t, lineage), by_trace.get(t.trace_id, []))
             if target is not None:
                 target.tools.append((t.start or t.end or 0, t.span_id, call))

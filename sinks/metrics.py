@@ -1,0 +1,67 @@
+"""Prometheus metrics of a worker. Names and labels are fixed (DESIGN.md conventions; the alert
+rules in config/prometheus/ and the Grafana dashboard depend on them).
+
+Only bounded labels: detector, kind, severity, reason, event_action. Never run, user or entity ids.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+
+disable_created_metrics()  # the *_created series only add noise to dashboards
+
+from semwatch.models import Incident
+
+DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized")
+
+
+class WorkerMetrics:
+    def __init__(self, registry: Optional[CollectorRegistry] = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter("semwatch_events_received", "Records read from the runs topic.", registry=r)
+        self.valid = Counter("semwatch_events_valid", "Records that passed validation.", registry=r)
+        self.dead_lettered = Counter(
+            "semwatch_events_dead_lettered", "Records sent to the dead-letter topic, by reason.",
+            ["reason"], registry=r)
+        self.late = Counter("semwatch_events_late",
+                            "Events later than the allowed lateness (kept out of windows).", registry=r)
+        self.incidents = Counter(
+            "semwatch_incidents", "Incident records emitted.",
+            ["kind", "severity", "detector", "event_action"], registry=r)
+        self.incidents_open = Gauge(
+            "semwatch_incidents_open", "Incidents triggered and not yet resolved.",
+            ["kind", "severity", "detector"], registry=r)
+        self.consumer_lag = Gauge("semwatch_consumer_lag_records",
+                                  "Records behind the high watermark, over assigned partitions.", registry=r)
+        self.last_event_ts = Gauge("semwatch_last_event_timestamp_seconds",
+                                   "Event time of the last processed event.", registry=r)
+        self.last_processed_ts = Gauge("semwatch_last_processed_timestamp_seconds",
+                                       "Wall-clock time of the last processed batch.", registry=r)
+        self.processing = Histogram(
+            "semwatch_processing_seconds", "Time to process one batch of events.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.segments_active = Gauge("semwatch_segments_active", "Segments with state, by detector.",
+                                     ["detector"], registry=r)
+        for reason in DEAD_LETTER_REASONS:  # export zeros, so rate() works from the start
+            self.dead_lettered.labels(reason=reason)
+        self._open: dict[str, tuple[str, str, str]] = {}
+
+    def incident(self, inc: Incident) -> None:
+        self.incidents.labels(inc.kind, inc.severity, inc.detector, inc.event_action).inc()
+        labels = (inc.kind, inc.severity, inc.detector)
+        if inc.event_action == "trigger":
+            if inc.dedup_key not in self._open:
+                self._open[inc.dedup_key] = labels
+                self.incidents_open.labels(*labels).inc()
+        else:
+            labels = self._open.pop(inc.dedup_key, None)
+            if labels is not None:
+                self.incidents_open.labels(*labels).dec()
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve /metrics; port 0 picks a free one. Returns the port."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server.server_port

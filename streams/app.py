@@ -1,0 +1,214 @@
+"""The Faust app: runs topic -> validate -> keyed topic -> detect -> incidents topic (+ DLQ, /metrics).
+
+Two agents:
+
+``validate`` reads ``semwatch.runs`` (keyed by run_id), checks every record (size, UTF-8, JSON,
+contract) and either dead-letters it (original bytes, ``semwatch.reason`` header, a counter per
+reason) or forwards it to the internal keyed topic, keyed by the partition labels (``app`` by
+default). That repartition puts every segment of one app in one partition, so its detector state
+lives in exactly one worker.
+
+``detect`` reads the keyed topic in batches, runs one :class:`semwatch.engine.Engine` per partition
+and sends incidents to ``semwatch.incidents`` keyed by ``dedup_key``. Engine state lives in a Faust
+table (in memory, rebuilt from its changelog topic on start or on rebalance); after each batch only
+the state entries that changed are written to the changelog, to the partition they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import MutableMapping
+from typing import Any, Iterator, Optional
+
+import faust
+
+from semwatch.config import SemwatchConfig
+from semwatch.engine import Engine
+from semwatch.models import Incident, RunEvent
+from semwatch.settings import Settings
+from semwatch.validation import validate_record
+from sinks.kafka import incident_record
+from sinks.metrics import WorkerMetrics
+from streams import state_codec
+
+log = logging.getLogger("semwatch.worker")
+
+REASON_HEADER = "semwatch.reason"
+DETAIL_HEADER = "semwatch.error"
+
+
+class PartitionState(MutableMapping):
+    """One partition's slice of the state table: keys are stored as ``"<partition>|<key>"``."""
+
+    def __init__(self, store: MutableMapping, partition: int):
+        self._store = store
+        self._prefix = f"{partition}|"
+
+    def __getitem__(self, key: str) -> Any:
+        return self._store[self._prefix + key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._store.get(self._prefix + key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._store[self._prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._store[self._prefix + key]
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._prefix)
+        return (k[n:] for k in list(self._store.keys()) if k.startswith(self._prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class SemwatchApp:
+    def __init__(self, settings: Settings, config: SemwatchConfig,
+                 metrics: Optional[WorkerMetrics] = None):
+        if not settings.store.startswith("memory://"):
+            raise ValueError("store: only memory:// is supported (state is rebuilt from the changelog)")
+        self.settings = settings
+        self.config = config
+        self.metrics = metrics or WorkerMetrics()
+        self.partition_by = tuple(config.engine.partition_by)
+        self.engines: dict[int, Engine] = {}
+        self._last_offsets: dict[Any, int] = {}
+
+        app = faust.App(
+            settings.app_id,
+            broker=settings.faust_broker(),
+            broker_credentials=settings.faust_credentials(),
+            store=settings.store,
+            autodiscover=False,
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=1,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+            consumer_auto_offset_reset="earliest",
+            # Large enough for a record over the dead-letter limit to be read and dead-lettered.
+            consumer_max_fetch_size=max(4 * 1024 * 1024, settings.max_record_bytes * 16),
+            producer_max_request_size=max(1024 * 1024, settings.max_record_bytes * 16),
+            stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+            table_standby_replicas=0,
+            logging_config=None,
+        )
+        self.app = app
+        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.runs_topic = app.topic(settings.topics.runs, partitions=settings.partitions, **raw)
+        self.keyed_topic = app.topic(f"{settings.app_id}.runs.keyed", partitions=settings.partitions,
+                                     internal=True, **raw)
+        self.incidents_topic = app.topic(settings.topics.incidents, partitions=settings.partitions, **raw)
+        self.dlq_topic = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
+        self.table = app.Table("state", default=None, partitions=settings.partitions,
+                               schema=faust.Schema(key_type=str, key_serializer="json",
+                                                   value_serializer=state_codec.CODEC_NAME))
+        app.agent(self.runs_topic, name="validate")(self._validate)
+        app.agent(self.keyed_topic, name="detect")(self._detect)
+        app.timer(5.0, name="gauges")(self._update_gauges)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    # -- validate ------------------------------------------------------------------------------
+    def partition_key(self, event: RunEvent) -> bytes:
+        return "|".join(event.segment_value(f) or "" for f in self.partition_by).encode()
+
+    async def _validate(self, stream) -> None:
+        limit = self.settings.max_record_bytes
+        async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
+            m = self.metrics
+            for ev in events:
+                msg = ev.message
+                m.received.inc()
+                verdict = validate_record(msg.value, limit)
+                if verdict.event is None:
+                    await self.dead_letter(msg, verdict.reason or "schema", verdict.detail)
+                else:
+                    m.valid.inc()
+                    await self.keyed_topic.send(key=self.partition_key(verdict.event), value=msg.value)
+                self._last_offsets[msg.tp] = msg.offset
+
+    async def dead_letter(self, msg, reason: str, detail: str) -> None:
+        headers = list(msg.headers or [])
+        headers += [(REASON_HEADER, reason.encode()), (DETAIL_HEADER, detail[:1000].encode()),
+                    ("semwatch.source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode())]
+        await self.dlq_topic.send(key=msg.key, value=msg.value if msg.value is not None else b"",
+                                  headers=headers)
+        self.metrics.dead_lettered.labels(reason=reason).inc()
+        log.warning("dead-lettered %s/%s/%s: %s: %s", msg.topic, msg.partition, msg.offset, reason,
+                    detail[:200])
+
+    # -- detect --------------------------------------------------------------------------------
+    def engine_for(self, partition: int) -> Engine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.config.build_engine(data=PartitionState(self.table.data, partition))
+            self.engines[partition] = engine
+        return engine
+
+    async def _detect(self, stream) -> None:
+        async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
+            started = time.perf_counter()
+            by_partition: dict[int, list] = defaultdict(list)
+            for ev in events:
+                by_partition[ev.message.partition].append(ev)
+            last_ts = None
+            for partition, evs in by_partition.items():
+                engine = self.engine_for(partition)
+                late_before = engine.stats.late
+                incidents: list[Incident] = []
+                for ev in evs:
+                    event = RunEvent.model_validate_json(ev.message.value)
+                    incidents.extend(engine.process(event))
+                    last_ts = event.ts if last_ts is None else max(last_ts, event.ts)
+                self.metrics.late.inc(engine.stats.late - late_before)
+                self._write_changelog(partition, engine)
+                for inc in incidents:
+                    await self.incidents_topic.send(key=inc.dedup_key.encode(), value=incident_record(inc))
+                    self.metrics.incident(inc)
+                    log.info("incident %s %s %s %s", inc.event_action, inc.severity, inc.dedup_key,
+                             inc.summary)
+            self.metrics.processing.observe(time.perf_counter() - started)
+            self.metrics.last_processed_ts.set(time.time())
+            if last_ts is not None:
+                self.metrics.last_event_ts.set(last_ts)
+
+    def _write_changelog(self, partition: int, engine: Engine) -> None:
+        dirty, deleted = engine.pop_dirty()
+        prefix = f"{partition}|"
+        for key in dirty:
+            value = engine.data.get(key)
+            if value is not None:
+                self.table.send_changelog(partition, prefix + key, value)
+        for key in deleted:
+            self.table.send_changelog(partition, prefix + key, None, value_serializer="raw")
+
+    async def _on_revoked(self, app, revoked, **kwargs) -> None:
+        for tp in revoked:
+            if tp.topic == self.keyed_topic.get_topic_name():
+                self.engines.pop(tp.partition, None)
+                prefix = f"{tp.partition}|"
+                for key in [k for k in list(self.table.data.keys()) if k.startswith(prefix)]:
+                    self.table.data.pop(key, None)
+
+    async def _update_gauges(self) -> None:
+        consumer = self.app.consumer
+        lag = 0
+        for tp, offset in list(self._last_offsets.items()):
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # partition no longer assigned
+                self._last_offsets.pop(tp, None)
+                continue
+            if high is not None:
+                lag += max(0, high - offset - 1)
+        self.metrics.consumer_lag.set(lag)
+        counts: dict[str, int] = defaultdict(int)
+        for engine in list(self.engines.values()):
+            for name, n in engine.segments_active().items():
+                counts[name] += n
+        for name, n in counts.items():
+            self.metrics.segments_active.labels(detector=name).set(n)

@@ -1,0 +1,66 @@
+"""``semwatch worker``: one Faust worker process (starting the embedded broker when none is set)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from semwatch.broker import EmbeddedBroker
+from semwatch.config import load_config
+from semwatch.settings import load_settings
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--broker", help="Kafka bootstrap (kafka://host:9092); default: "
+                        "SEMWATCH_BROKER_URL, else an embedded broker is started")
+    parser.add_argument("--config", help="config directory (default: SEMWATCH_CONFIG_DIR or ./config)")
+    parser.add_argument("--metrics-port", type=int, help="port for /metrics (0 = any free port)")
+    parser.add_argument("--partitions", type=int, help="partitions of the topics semwatch creates")
+
+
+def run(args) -> int:
+    overrides = {}
+    if args.broker:
+        overrides["broker_url"] = args.broker
+    if args.config:
+        overrides["config_dir"] = args.config
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.partitions:
+        overrides["partitions"] = args.partitions
+    settings = load_settings(**overrides)
+    config = load_config(settings.config_dir)  # fails fast on a bad config, before any broker
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    broker = None
+    try:
+        if not settings.broker_url:
+            broker = EmbeddedBroker().start()
+            settings = settings.model_copy(update={"broker_url": broker.url})
+            print(f"semwatch: embedded broker (Tansu) at {broker.bootstrap}", file=sys.stderr, flush=True)
+        return _run_faust(settings, config)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _run_faust(settings, config) -> int:
+    import faust
+
+    from sinks.metrics import WorkerMetrics
+    from streams.app import SemwatchApp
+
+    # Faust (mode) wants an event loop set before the app is built.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    metrics = WorkerMetrics()
+    port = metrics.serve(settings.metrics_port)
+    print(f"semwatch: metrics at http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    app = SemwatchApp(settings, config, metrics)
+    worker = faust.Worker(app.app, loglevel=settings.log_level.lower(), quiet=True,
+                          override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
