@@ -17,6 +17,7 @@ the state entries that changed are written to the changelog, to the partition th
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import defaultdict
 from collections.abc import MutableMapping
@@ -110,7 +111,13 @@ class SemwatchApp:
         app.agent(self.runs_topic, name="validate")(self._validate)
         app.agent(self.keyed_topic, name="detect")(self._detect)
         app.timer(5.0, name="gauges")(self._update_gauges)
+        app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _announce_ready(self) -> None:
+        # Tasks start after partition assignment and table recovery: the worker now processes.
+        self.metrics.ready.set(1)
+        print(f"semwatch: worker ready (topic {self.settings.topics.runs})", file=sys.stderr, flush=True)
 
     # -- validate ------------------------------------------------------------------------------
     def partition_key(self, event: RunEvent) -> bytes:

@@ -1,0 +1,180 @@
+"""``semwatch demo``: embedded broker + a worker process + scripted traffic, incidents shown live.
+
+Everything it starts, it stops: after ``--duration`` seconds, on Ctrl-C and on error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from semwatch.broker import EmbeddedBroker, free_port
+from semwatch.settings import load_settings
+
+SEV_COLOURS = {"SEV-1": "\033[1;31m", "SEV-2": "\033[33m", "SEV-3": "\033[36m"}
+RESET = "\033[0m"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--duration", type=float, default=180.0,
+                        help="stop after this many seconds (default 180)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=1500.0,
+                        help="events produced per wall-clock second (default 1500)")
+    parser.add_argument("--sim-days", type=float, default=2.0,
+                        help="simulated days of traffic to play (default 2)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="port for the worker's /metrics (default 9464, or a free one)")
+    parser.add_argument("--no-color", action="store_true")
+
+
+class _Child:
+    """A worker subprocess whose stderr is copied to a log file and scanned for readiness."""
+
+    def __init__(self, cmd: list[str], env: dict, log_path: Path):
+        self.log_path = log_path
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        with open(self.log_path, "ab") as log:
+            for line in self.proc.stderr:
+                log.write(line)
+                log.flush()
+                if b"semwatch: worker ready" in line:
+                    self.ready.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def _format_incident(inc: dict, colour: bool) -> str:
+    sev = inc.get("severity", "")
+    c, r = (SEV_COLOURS.get(sev, ""), RESET) if colour else ("", "")
+    action = inc.get("event_action", "").upper()
+    line = f"{c}{action:<8} {sev} {inc.get('kind')}{r}  {inc.get('summary')}"
+    if action == "TRIGGER":
+        seg = ", ".join(f"{k}={v}" for k, v in inc.get("segment", {}).items())
+        line += f"\n         segment: {seg}\n         event time {inc.get('detected_at')}  dedup_key {inc.get('dedup_key')}"
+        for ch in inc.get("suspected_changes", [])[:3]:
+            line += f"\n         changed: {ch['field']} {ch.get('from')} -> {ch.get('to')} at {ch['first_seen']}"
+    return line
+
+
+def run(args) -> int:
+    from semwatch.generate import generate
+    from semwatch.kafka_out import produce
+
+    base = load_settings()
+    colour = sys.stdout.isatty() and not args.no_color
+    port = args.metrics_port or (9464 if _port_free(9464) else free_port())
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"semwatch-demo-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    broker: Optional[EmbeddedBroker] = None
+    worker: Optional[_Child] = None
+    counts = {"trigger": 0, "resolve": 0}
+    deadline = time.monotonic() + args.duration
+    try:
+        broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+        print(f"semwatch demo: embedded broker at {broker.bootstrap}")
+        settings = base.model_copy(update={"broker_url": broker.url})
+        env = dict(os.environ, SEMWATCH_BROKER_URL=broker.url, SEMWATCH_METRICS_PORT=str(port),
+                   SEMWATCH_CONFIG_DIR=str(settings.config_dir), SEMWATCH_LOG_LEVEL="WARNING")
+        worker = _Child([sys.executable, "-m", "semwatch.cli", "worker"], env, workdir / "worker.log")
+        print(f"semwatch demo: starting a worker (log: {workdir / 'worker.log'})")
+        while not worker.ready.wait(0.5):
+            if worker.proc.poll() is not None:
+                print(f"semwatch demo: the worker exited with {worker.proc.returncode}; "
+                      f"see {workdir / 'worker.log'}", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print("semwatch demo: the worker did not become ready in time", file=sys.stderr)
+                return 1
+        print(f"semwatch demo: worker ready; metrics at http://127.0.0.1:{port}/metrics")
+
+        now = time.time()
+        start = datetime.fromtimestamp(now - args.sim_days * 86400, tz=timezone.utc).replace(
+            hour=0, minute=0, second=0, microsecond=0).timestamp()
+        events, labels = generate(args.seed, start, args.sim_days * 86400)
+        print(f"semwatch demo: playing {args.sim_days:g} simulated days at {args.rate:g} events/s; "
+              f"{len(labels)} scripted incidents:")
+        for lab in labels:
+            print(f"         {lab['kind']:<20} {lab['start']}  {lab.get('segment')}")
+        producer = threading.Thread(
+            target=lambda: produce(settings, settings.topics.runs, events, rate=args.rate, stop=stop),
+            daemon=True)
+        producer.start()
+        print("semwatch demo: incidents as they are emitted (Ctrl-C to stop):\n")
+        _follow_incidents(settings, deadline, stop, lambda inc: _show(inc, counts, colour), worker)
+    except KeyboardInterrupt:
+        print("\nsemwatch demo: interrupted")
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+        print(f"semwatch demo: stopped; {counts['trigger']} triggers, {counts['resolve']} resolves")
+    return 0
+
+
+def _show(inc: dict, counts: dict, colour: bool) -> None:
+    counts[inc.get("event_action", "trigger")] = counts.get(inc.get("event_action", "trigger"), 0) + 1
+    print(_format_incident(inc, colour), flush=True)
+
+
+def _follow_incidents(settings, deadline: float, stop: threading.Event, on_incident, worker) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), enable_auto_commit=False,
+                             consumer_timeout_ms=500)
+    try:
+        parts = None
+        while time.monotonic() < deadline and not stop.is_set():
+            if parts is None:
+                found = consumer.partitions_for_topic(settings.topics.incidents)
+                if found:
+                    parts = [TopicPartition(settings.topics.incidents, p) for p in sorted(found)]
+                    consumer.assign(parts)
+                    consumer.seek_to_beginning(*parts)
+                else:
+                    time.sleep(0.5)
+                    continue
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    on_incident(json.loads(rec.value))
+            if worker.proc.poll() is not None:
+                print(f"semwatch demo: the worker exited with {worker.proc.returncode}", file=sys.stderr)
+                return
+    finally:
+        consumer.close()
