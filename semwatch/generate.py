@@ -151,10 +151,10 @@ def _provider_for(model: str, current: str | None = None) -> str:
 # curve relative to peak; weekend: weekend multiplier; epu: mean events per arrival unit
 # (a chat session or an agent run), measured on this generator and used to hit `rate`.
 _APPS = {
-    "support-bot": dict(share=0.42, peak=16.0, night=0.16, sharp=1.3, weekend=0.80, epu=1.74),
-    "order-agent": dict(share=0.30, peak=18.5, night=0.12, sharp=1.2, weekend=0.95, epu=2.95),
+    "support-bot": dict(share=0.42, peak=16.0, night=0.16, sharp=1.3, weekend=0.80, epu=1.76),
+    "order-agent": dict(share=0.30, peak=18.5, night=0.12, sharp=1.2, weekend=0.95, epu=2.52),
     "research-agent": dict(share=0.12, peak=14.0, night=0.10, sharp=1.8, weekend=0.45, epu=10.1),
-    "code-assistant": dict(share=0.16, peak=15.0, night=0.05, sharp=2.2, weekend=0.35, epu=1.61),
+    "code-assistant": dict(share=0.16, peak=15.0, night=0.05, sharp=2.2, weekend=0.35, epu=1.52),
 }
 _APP_NAMES = list(_APPS)
 
@@ -389,78 +389,131 @@ _GREETINGS = ["Hi,", "Hello,", "Hey", "hi there", "Good morning,", "Hello there.
 _THANKS = ["Thanks!", "Thank you.", "thx", "Thanks in advance.", "Appreciate it.", "Cheers",
            "Thanks so much!"]
 
-_REQ = {
+# Support-bot conversations: (customer request, agent answer) pairs per route, so answers fit questions.
+_SB_PAIRS = {
     "billing": [
-        "I was charged twice for my {plan} subscription this month. Can you fix this?",
-        "Why is my invoice ${amount} higher than last month?",
-        "How do I update the credit card on file? The old one ending in {last4} expired.",
-        "Can I get a refund for the annual plan? I cancelled {days} days after it renewed.",
-        "There's a charge of ${amount} on {date} that I don't recognize.",
-        "Is there a way to switch from monthly to annual billing?",
-        "Do you offer invoices with a VAT number? I need one for my company.",
-        "My payment keeps failing with the card ending {last4}, what's going on?",
-        "When will the refund for order {order} show up on my statement?",
-        "how do i cancel my subscription",
-        "can you send me a receipt for last month",
-        "I downgraded to the {plan} plan but still got billed for the old one.",
-        "What payment methods do you accept? Can I pay with PayPal?",
-        "I was promised a discount code but it didn't apply at checkout.",
-        "Can you explain the proration on my last invoice?",
+        ("I was charged twice for my {plan} subscription this month. Can you fix this?",
+         "I've checked your account and the second charge of ${amount} is a pending authorization; it will drop off within 3-5 business days."),
+        ("Why is my invoice ${amount} higher than last month?",
+         "Your invoice went up because your plan renewed at the standard rate after the promotional period ended on {date}."),
+        ("How do I update the credit card on file? The old one ending in {last4} expired.",
+         "You can update your payment method under Settings > Billing > Payment methods. Once it's saved we'll retry the outstanding invoice automatically."),
+        ("Can I get a refund for the annual plan? I cancelled {days} days after it renewed.",
+         "Annual plans are refundable on a prorated basis within 30 days. I've submitted a refund of ${amount}; you'll get a confirmation email shortly."),
+        ("There's a charge of ${amount} on {date} that I don't recognize.",
+         "That charge is the renewal of your {plan} plan on {date}. If you didn't mean to renew, I can cancel it and refund you in full since it's within 14 days."),
+        ("Is there a way to switch from monthly to annual billing?",
+         "You can switch to annual billing from the Plans page. The change applies at your next renewal and saves about 17%."),
+        ("Do you offer invoices with a VAT number? I need one for my company.",
+         "Invoices with a VAT number can be generated under Billing > Tax details. Add your VAT ID there and download the invoice again."),
+        ("My payment keeps failing with the card ending {last4}, what's going on?",
+         "For security reasons I can't see your full card number, but the card ending in {last4} was declined by the issuing bank. Please check with your bank or add another card."),
+        ("When will the refund for order {order} show up on my statement?",
+         "The refund for {order} was issued on {date}; banks usually take 5-10 business days to show it."),
+        ("how do i cancel my subscription",
+         "You can cancel anytime under Settings > Subscription > Cancel plan. You'll keep access until the end of the current billing period."),
+        ("can you send me a receipt for last month",
+         "I've resent last month's receipt to the email on file. It should arrive within a few minutes."),
+        ("I downgraded to the {plan} plan but still got billed for the old one.",
+         "Sorry about that! The downgrade took effect after the billing date, so this month was charged at the old rate. I've credited the difference of ${amount} to your account."),
+        ("What payment methods do you accept? Can I pay with PayPal?",
+         "We accept all major credit cards, PayPal and Apple Pay. Unfortunately we don't support bank transfers for monthly plans."),
+        ("I was promised a discount code but it didn't apply at checkout.",
+         "I'm sorry the code didn't apply. I've added the 15% discount to your next invoice manually."),
+        ("Can you explain the proration on my last invoice?",
+         "The proration covers the {days} days between your upgrade and the renewal date, which is why the amount is ${amount}."),
     ],
     "shipping": [
-        "Where is my package? Order {order} still says processing.",
-        "Tracking for {order} hasn't updated in {days} days.",
-        "Do you ship to Canada? How long does it take?",
-        "My package was marked delivered but I never got it. Order {order}.",
-        "Can I change the delivery date for {order}?",
-        "What carrier do you use for express shipping?",
-        "The box arrived damaged and the {item} inside is cracked.",
-        "is there free shipping over a certain amount?",
-        "I need {order} by Friday, can I upgrade to express?",
-        "The {carrier} driver left my parcel at the wrong address.",
-        "Why was my order split into two shipments?",
-        "Can you ship to a PO box?",
-        "order {order} where is it??",
+        ("Where is my package? Order {order} still says processing.",
+         "Order {order} is being packed and should ship by {date}. You'll get a tracking link by email as soon as it leaves the warehouse."),
+        ("Tracking for {order} hasn't updated in {days} days.",
+         "Order {order} shipped on {date} with {carrier}; the latest scan shows it at the regional facility. Tracking sometimes pauses between hubs. Expected delivery is {date2}."),
+        ("Do you ship to Canada? How long does it take?",
+         "Yes, we ship to Canada. Standard delivery takes 5-8 business days and duties are included at checkout."),
+        ("My package was marked delivered but I never got it. Order {order}.",
+         "I'm sorry your package hasn't arrived. I've opened a trace with {carrier}; if it isn't found within 48 hours we'll send a replacement at no cost."),
+        ("Can I change the delivery date for {order}?",
+         "Unfortunately the delivery date can't be changed once the carrier has the parcel, but you can redirect it to a pickup point from the {carrier} tracking page."),
+        ("What carrier do you use for express shipping?",
+         "We use {carrier} for express shipping; orders placed before 2pm ship the same day."),
+        ("The box arrived damaged and the {item} inside is cracked.",
+         "I'm so sorry the {item} arrived damaged. I've arranged a free replacement and a prepaid return label for the broken one."),
+        ("is there free shipping over a certain amount?",
+         "Shipping is free on orders over $50 within the continental US."),
+        ("I need {order} by Friday, can I upgrade to express?",
+         "{order} hasn't left the warehouse yet, so I've upgraded it to express. The difference of ${amount} will be charged to your card."),
+        ("The {carrier} driver left my parcel at the wrong address.",
+         "Sorry about that! I've reported it to {carrier}. If the parcel isn't recovered within two business days we'll reship it for free."),
+        ("Why was my order split into two shipments?",
+         "Your order was split because the {item} ships from a different warehouse. Both parts are on their way."),
+        ("Can you ship to a PO box?",
+         "We can't ship to PO boxes with {carrier}, but USPS deliveries to PO boxes are supported at checkout."),
+        ("order {order} where is it??",
+         "Order {order} is out for delivery today with {carrier}."),
     ],
     "general": [
-        "What are your customer service hours?",
-        "How do I reset my password?",
-        "Can I talk to a human please?",
-        "Do you have a student discount?",
-        "How do I delete my account and all my data?",
-        "Is the {item} compatible with a {item2}?",
-        "Where can I find the user manual for the {item}?",
-        "Do you have a store in {city}?",
-        "What's your warranty policy?",
-        "I forgot which email I signed up with. Could it be {email}?",
-        "How do I turn off marketing emails?",
-        "Is the {item} back in stock anytime soon?",
-        "Can I change the name on my account?",
-        "Do you price match?",
-        "my account is locked after too many login attempts",
+        ("What are your customer service hours?",
+         "Our support team is available Monday-Friday 8am-8pm ET and weekends 10am-4pm."),
+        ("How do I reset my password?",
+         "You can reset your password from the sign-in page by clicking 'Forgot password'. The link is valid for 30 minutes."),
+        ("Can I talk to a human please?",
+         "Of course. I'm connecting you with a human agent now; the current wait time is about {days} minutes."),
+        ("Do you have a student discount?",
+         "Yes! Students get 20% off with a verified .edu email address."),
+        ("How do I delete my account and all my data?",
+         "You can request account deletion under Settings > Privacy. We permanently delete your data within 30 days, as described in our privacy policy."),
+        ("Is the {item} compatible with a {item2}?",
+         "Yes, the {item} works with a {item2} out of the box; no adapter is needed."),
+        ("Where can I find the user manual for the {item}?",
+         "The {item} manual is on the product page under 'Downloads'."),
+        ("Do you have a store in {city}?",
+         "We don't have a physical store in {city} yet, but we offer free 2-day shipping there."),
+        ("What's your warranty policy?",
+         "Our standard warranty covers manufacturing defects for 12 months from delivery."),
+        ("I forgot which email I signed up with. Could it be {email}?",
+         "For privacy I can't confirm which email an account uses, but if you enter it on the 'Forgot password' page and it's registered, you'll get a reset link."),
+        ("How do I turn off marketing emails?",
+         "You can turn off marketing emails with the unsubscribe link at the bottom of any email, or under Settings > Notifications."),
+        ("Is the {item} back in stock anytime soon?",
+         "The {item} is expected back in stock around {date2}. You can sign up for a restock alert on the product page."),
+        ("Can I change the name on my account?",
+         "Yes, you can change your name under Settings > Profile. It updates on future orders and invoices."),
+        ("Do you price match?",
+         "We price match authorised retailers within 14 days of purchase; just send us a link to the lower price."),
+        ("my account is locked after too many login attempts",
+         "Your account unlocks automatically after 15 minutes, or right away if you reset your password."),
     ],
     "returns": [
-        "How do I return the {item} I bought last week?",
-        "Can I exchange the {item} for a different size?",
-        "What's the return window for sale items?",
-        "I sent back {order} {days} days ago, when do I get my money?",
-        "The return label isn't working.",
-        "Can I return an opened {item}?",
-        "I got the wrong item in order {order}. What do I do?",
-        "Do I have to pay for return shipping?",
-        "Can I return something I bought as a gift without the receipt?",
+        ("How do I return the {item} I bought last week?",
+         "You can start a return from Orders > Return item. Print the prepaid label and drop the parcel at any {carrier} location within 30 days."),
+        ("Can I exchange the {item} for a different size?",
+         "Exchanges for a different size are free: choose 'Exchange' instead of 'Return' and we'll ship the new size as soon as the original is scanned."),
+        ("What's the return window for sale items?",
+         "Sale items can be returned within 14 days for store credit."),
+        ("I sent back {order} {days} days ago, when do I get my money?",
+         "We received your return for {order} on {date}. Refunds go back to the original payment method within 5-10 business days."),
+        ("The return label isn't working.",
+         "I'm sorry the label isn't working. I've emailed you a new one; it may take a few minutes to arrive."),
+        ("Can I return an opened {item}?",
+         "Opened items can be returned within 30 days as long as all accessories are included."),
+        ("I got the wrong item in order {order}. What do I do?",
+         "Sorry about the mix-up! I've sent the correct item for {order} and a prepaid label for the one you received."),
+        ("Do I have to pay for return shipping?",
+         "Return shipping is free for exchanges; for refunds a $5.95 label fee is deducted."),
+        ("Can I return something I bought as a gift without the receipt?",
+         "Yes, gift returns without a receipt are refunded as store credit to the recipient."),
     ],
 }
 _REQ_FOREIGN = {
-    "billing": ["Hola, me cobraron dos veces este mes. ¿Pueden revisarlo?",
-                "Warum wurde meine Karte mit der Endung {last4} zweimal belastet?",
-                "Bonjour, je voudrais une facture pour mon abonnement."],
-    "shipping": ["¿Dónde está mi pedido {order}?", "Wo bleibt meine Bestellung {order}?",
-                 "Bonjour, mon colis {order} n'est toujours pas arrivé."],
-    "general": ["¿Cuál es el horario de atención al cliente?", "Wie kann ich mein Passwort ändern?",
-                "Comment supprimer mon compte ?"],
-    "returns": ["¿Cómo devuelvo el pedido {order}?", "Wie kann ich einen Artikel zurückschicken?",
-                "Je voudrais retourner mon colis {order}."],
+    "billing": [("Hola, me cobraron dos veces este mes. ¿Pueden revisarlo?", 0),
+                ("Warum wurde meine Karte mit der Endung {last4} zweimal belastet?", 1),
+                ("Bonjour, je voudrais une facture pour mon abonnement.", 2)],
+    "shipping": [("¿Dónde está mi pedido {order}?", 0), ("Wo bleibt meine Bestellung {order}?", 1),
+                 ("Bonjour, mon colis {order} n'est toujours pas arrivé.", 2)],
+    "general": [("¿Cuál es el horario de atención al cliente?", 0), ("Wie kann ich mein Passwort ändern?", 1),
+                ("Comment supprimer mon compte ?", 2)],
+    "returns": [("¿Cómo devuelvo el pedido {order}?", 0), ("Wie kann ich einen Artikel zurückschicken?", 1),
+                ("Je voudrais retourner mon colis {order}.", 2)],
 }
 _RESP_FOREIGN = [
     "¡Claro! Puedo ayudarte con eso. Revisé tu cuenta y todo está en orden; recibirás un correo con los detalles.",
@@ -510,59 +563,6 @@ _OPENERS = {
 _CLOSERS = ["Is there anything else I can help with?", "Let me know if you have any other questions.",
             "Have a great day!", "Hope that helps!", "Anything else I can do for you?",
             "Feel free to reply here if that doesn't work."]
-_RESP = {
-    "billing": [
-        "I've checked your account and the second charge of ${amount} is a pending authorization; it will drop off within 3-5 business days.",
-        "You can update your payment method under Settings > Billing > Payment methods. Once it's saved we'll retry the outstanding invoice automatically.",
-        "Your invoice went up because your plan renewed at the standard rate after the promotional period ended on {date}.",
-        "Annual plans are refundable on a prorated basis within 30 days. I've submitted a refund of ${amount}; you'll get a confirmation email shortly.",
-        "For security reasons I can't see your full card number, but the card ending in {last4} was declined by the issuing bank. Please check with your bank or add another card.",
-        "You can switch to annual billing from the Plans page. The change applies at your next renewal and saves about 17%.",
-        "Invoices with a VAT number can be generated under Billing > Tax details. Add your VAT ID there and download the invoice again.",
-        "The refund for {order} was issued on {date}; banks usually take 5-10 business days to show it.",
-        "You can cancel anytime under Settings > Subscription > Cancel plan. You'll keep access until the end of the current billing period.",
-        "I've resent last month's receipt to the email on file.",
-        "We accept all major credit cards, PayPal and Apple Pay. Unfortunately we don't support bank transfers for monthly plans.",
-        "The proration covers the {days} days between your upgrade and the renewal date, which is why the amount is ${amount}.",
-    ],
-    "shipping": [
-        "Order {order} shipped on {date} with {carrier}; the latest scan shows it at the regional facility. Expected delivery is {date2}.",
-        "I'm sorry your package hasn't arrived. I've opened a trace with {carrier}; if it isn't found within 48 hours we'll send a replacement at no cost.",
-        "Yes, we ship to Canada. Standard delivery takes 5-8 business days and duties are included at checkout.",
-        "{order} hasn't left the warehouse yet, so I've upgraded it to express. The difference of ${amount} will be charged to your card.",
-        "Unfortunately the delivery date can't be changed once the carrier has the parcel, but you can redirect it to a pickup point from the {carrier} tracking page.",
-        "We use {carrier} for express shipping; orders placed before 2pm ship the same day.",
-        "I'm so sorry the {item} arrived damaged. I've arranged a free replacement and a prepaid return label for the broken one.",
-        "Shipping is free on orders over $50 within the continental US.",
-        "Your order was split because the {item} ships from a different warehouse. Both parts are on their way.",
-        "We can't ship to PO boxes with {carrier}, but USPS deliveries to PO boxes are supported at checkout.",
-    ],
-    "general": [
-        "Our support team is available Monday-Friday 8am-8pm ET and weekends 10am-4pm.",
-        "You can reset your password from the sign-in page by clicking 'Forgot password'. The link is valid for 30 minutes.",
-        "I can connect you with a human agent. The current wait time is about {days} minutes.",
-        "Yes! Students get 20% off with a verified .edu email address.",
-        "You can request account deletion under Settings > Privacy. We permanently delete your data within 30 days, as described in our privacy policy.",
-        "The {item} manual is on the product page under 'Downloads'.",
-        "Our standard warranty covers manufacturing defects for 12 months from delivery.",
-        "You can turn off marketing emails with the unsubscribe link at the bottom of any email, or under Settings > Notifications.",
-        "The {item} is expected back in stock around {date2}. You can sign up for a restock alert on the product page.",
-        "We do price match authorised retailers within 14 days of purchase; just send us a link to the lower price.",
-        "Your account unlocks automatically after 15 minutes, or right away if you reset your password.",
-        "Yes, the {item} works with a {item2} out of the box.",
-    ],
-    "returns": [
-        "You can start a return from Orders > {order} > Return item. Print the prepaid label and drop the parcel at any {carrier} location within 30 days.",
-        "Exchanges for a different size are free: choose 'Exchange' instead of 'Return' and we'll ship the new size as soon as the original is scanned.",
-        "Sale items can be returned within 14 days for store credit.",
-        "We received your return for {order} on {date}. Refunds go back to the original payment method within 5-10 business days.",
-        "I'm sorry the label isn't working. I've emailed you a new one; it may take a few minutes to arrive.",
-        "Opened items can be returned within 30 days as long as all accessories are included.",
-        "Sorry about the mix-up! I've sent the correct item and a prepaid label for the one you received.",
-        "Return shipping is free for exchanges; for refunds a $5.95 label fee is deducted.",
-    ],
-}
-
 # refusal building blocks
 _R_APOLOGY = ["I'm sorry, but", "Sorry, but", "I apologize, but", "Unfortunately,", "I'm afraid",
               "Thanks for asking, but", "I understand why you're asking, but", "Apologies, but",
@@ -651,6 +651,23 @@ _CODE_BODIES = [
     "class TokenBucket:\n    def __init__(self, rate, capacity):\n        self.rate, self.capacity = rate, capacity\n        self.tokens, self.ts = capacity, time.monotonic()\n\n    def take(self) -> bool:\n        now = time.monotonic()\n        self.tokens = min(self.capacity, self.tokens + (now - self.ts) * self.rate)\n        self.ts = now\n        if self.tokens >= 1:\n            self.tokens -= 1\n            return True\n        return False",
     "def flatten(obj, prefix=''):\n    out = {}\n    for k, v in obj.items():\n        key = f'{prefix}.{k}' if prefix else k\n        if isinstance(v, dict):\n            out.update(flatten(v, key))\n        else:\n            out[key] = v\n    return out",
 ]
+_TASK_BODY = {0: 0, 1: 1, 2: 2, 5: 3, 8: 4, 7: 5}  # _CODE_TASKS index -> _CODE_BODIES index
+_CODE_TEST = ("import pytest\n\n\ndef test_empty():\n    assert fn([]) == []\n\n\n"
+              "@pytest.mark.parametrize('x', [1, 2, 3])\ndef test_values(x):\n    assert fn([x]) == [x]")
+_ERROR_CAUSE = {
+    "KeyError: 'items'": "the payload has no 'items' key when the list is empty; use data.get('items', [])",
+    "ZeroDivisionError: division by zero": "len(xs) is 0 for an empty list, so guard the empty case before dividing",
+    "TypeError: 'NoneType' object is not subscriptable": "the function returns None on its error path and the caller indexes into it",
+    "RecursionError: maximum recursion depth exceeded": "the recursion has no memoisation; use functools.lru_cache or a loop",
+    "ModuleNotFoundError: No module named 'yaml'": "PyYAML isn't installed in the CI image; add pyyaml to your requirements",
+    "AttributeError: 'dict' object has no attribute 'id'": "you get a dict, not an object; use obj['id'] or parse it into a dataclass",
+    "IndexError: list index out of range": "the loop runs one past the end; iterate over the items directly",
+}
+_EXPLAINS = ["reads a JSON file and returns its 'items' list", "does a linear search and returns the index of the target",
+             "fetches a URL and decodes the JSON body, but blocks the event loop", "computes the arithmetic mean",
+             "computes Fibonacci numbers recursively; the cache dict is never used",
+             "builds a SQL query with string formatting, which is vulnerable to injection",
+             "sums the prices of all items", "echoes the request body back to the client"]
 _CODE_EXPLAIN = [
     "This runs in O(n) time and keeps the original order.",
     "The bug is that the list is empty when the input has no rows, so you divide by zero; guard the empty case first.",
@@ -707,6 +724,8 @@ _RESEARCH_F = [
     "The regulatory picture changed with the 2024 guidance.",
     "Funding rounds slowed in 2023 but recovered in 2024.",
 ]
+_QUERY_SUFFIX = ["2024", "review", "statistics", "benchmark", "meta-analysis", "site:gov", "pdf", "",
+                 "comparison", "latest", "criticism"]
 _URL_HOSTS = ["arxiv.org/abs/2403.{n}", "www.nature.com/articles/s41586-024-0{n}", "en.wikipedia.org/wiki/{w}",
               "www.reuters.com/technology/{w}-2024-{n}", "github.com/{w}/{w}", "ourworldindata.org/{w}",
               "www.statista.com/statistics/{n}/{w}", "blog.{w}.io/posts/benchmarks-{n}"]
@@ -928,8 +947,9 @@ class _Generator:
         self.prof = {}
         for a, spec in _APPS.items():
             x = (1 + np.cos(2 * np.pi * (hours - spec["peak"]) / 24.0)) / 2.0
-            # a lunch dip two hours after the peak's rise and a shoulder in the evening
-            x = x ** spec["sharp"] * (1 - 0.08 * np.exp(-((hours - spec["peak"] + 3.5) % 24 - 0) ** 2 / 0.8))
+            # a small lunch-time dip 3.5 h before the peak
+            d = (hours - (spec["peak"] - 3.5) + 12.0) % 24.0 - 12.0
+            x = x ** spec["sharp"] * (1 - 0.08 * np.exp(-d * d / 0.8))
             p = spec["night"] + (1 - spec["night"]) * x
             self.prof[a] = (p / p.mean()).tolist()  # weekday mean 1.0 per minute of day
         # day-to-day variation per app, in days since the epoch
@@ -942,7 +962,7 @@ class _Generator:
             # keyed by (seed, app, day) so it does not depend on where the run starts
             h = _mix64((self.seed * 1_000_003 + _APP_NAMES.index(a) * 7919 + day) & _M64)
             z = ((h >> 11) / float(1 << 53)) * 2 - 1  # uniform(-1, 1)
-            v = math.exp(0.09 * z * 1.7)
+            v = math.exp(0.15 * z)
             weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
             if weekday >= 5:
                 v *= _APPS[a]["weekend"]
@@ -966,6 +986,7 @@ class _Generator:
             route.actions.append((t, seq[0], kind, data))
 
         forbidden: dict[tuple, list[tuple[float, float]]] = {}
+        last_change: dict[tuple, list[float]] = {}
         lo, hi = self.start + _WARMUP_S, self.end - 10 * _MIN
         if self.incidents and hi - lo >= 40 * _MIN:
             n = max(1, int(round(self.duration / _DAY)))
@@ -987,6 +1008,7 @@ class _Generator:
                     if tf < self.end - 10 * _MIN:
                         act(r, tf, "rollout", {"canary": 0.0, "canary_dur": 0.0, "rollback": None,
                                                "u": R.u(), "v": R.u(), "w": R.u()})
+                        last_change.setdefault(r.key, []).append(tf)
             for i in range(n):  # wrong entity
                 t0 = lo + i * span + R.u() * span * 0.95
                 r = R.wpick(self.app_routes["order-agent"], self.app_route_cum["order-agent"])
@@ -1004,6 +1026,7 @@ class _Generator:
                 t0 = lo + i * span + R.u() * (span - d)
                 ok = [r for r in cheap if not any(k == r.key and a0 - 30 * _MIN < t0 + d and t0 < a1 + 30 * _MIN
                                                   for a0, a1, k in fr_windows)]
+                ok = ok or cheap
                 wts = [_APPS[r.app]["share"] * r.weight for r in ok]
                 r = R.wpick(ok, _cum(wts))
                 act(r, t0, "cost_start", {"end": t0 + d, "u": R.u()})
@@ -1013,12 +1036,12 @@ class _Generator:
         gb = np.random.Generator(np.random.PCG64(self._ss_benign))
         B = _Rand(gb, 1024)
         days = self.duration / _DAY
-        last_change: dict[tuple, list[float]] = {}
 
-        def free(r: _Route, t: float, gap: float) -> bool:
-            if any(a <= t <= b for a, b in forbidden.get(r.key, ())):
+        def free(r: _Route, t: float, t_last: float, gap: float) -> bool:
+            """[t, t_last] clear of incident windows on the route and `gap` away from other changes."""
+            if any(t <= b and a <= t_last for a, b in forbidden.get(r.key, ())):
                 return False
-            return all(abs(t - x) >= gap for x in last_change.get(r.key, ()))
+            return all(x < t - gap or x > t_last + gap for x in last_change.get(r.key, ()))
 
         n_roll = B.poisson(3.0 * days)
         if self.duration >= _HOUR:
@@ -1032,7 +1055,7 @@ class _Generator:
                 cdur = B.unif(20, 90) * _MIN if canary else 0.0
                 rollback = B.unif(30, 180) * _MIN if B.chance(0.15) else None
                 u, v, w = B.u(), B.u(), B.u()
-                if free(r, t, 3.5 * _HOUR) and free(r, t + cdur + (rollback or 0), 3.5 * _HOUR):
+                if free(r, t, t + cdur + (rollback or 0.0), 2.0 * _HOUR):
                     act(r, t, "rollout", {"canary": frac, "canary_dur": cdur, "rollback": rollback,
                                           "u": u, "v": v, "w": w})
                     last_change.setdefault(r.key, []).append(t)
@@ -1045,7 +1068,7 @@ class _Generator:
                 r = B.pick(self.routes)
                 t = B.unif(self.start + 5 * _MIN, self.end - 5 * _MIN)
                 u = B.u()
-                if free(r, t, 1.0 * _HOUR):
+                if free(r, t, t, 1.0 * _HOUR):
                     act(r, t, "model", {"u": u})
                     last_change.setdefault(r.key, []).append(t)
                     break
@@ -1221,33 +1244,36 @@ class _Generator:
             ev["conversation_id"] = conv
         return ev
 
-    def _fill(self, R: _Rand, text: str, c: _Customer | None = None, order: str | None = None) -> str:
+    def _fill(self, R: _Rand, text: str, c: _Customer | None = None, order: str | None = None,
+              vals: dict | None = None) -> str:
+        """Fill template slots; pass the same ``vals`` dict to keep a request and its answer consistent."""
         if "{" not in text:
             return text
         cust = c
-        vals = {}
-        if "{order}" in text:
+        if vals is None:
+            vals = {}
+        if "{order}" in text and "order" not in vals:
             vals["order"] = order or (R.pick(cust.orders)["order_id"] if cust else f"#W{R.randint(1000000, 9999999)}")
-        if "{item}" in text:
+        if "{item}" in text and "item" not in vals:
             vals["item"] = R.pick(_ITEMS)[0]
-        if "{item2}" in text:
+        if "{item2}" in text and "item2" not in vals:
             vals["item2"] = R.pick(_ITEMS)[0]
-        if "{amount}" in text:
+        if "{amount}" in text and "amount" not in vals:
             vals["amount"] = f"{R.ln(40.0, 0.9):.2f}"
-        if "{last4}" in text:
+        if "{last4}" in text and "last4" not in vals:
             vals["last4"] = cust.last4 if cust else f"{R.randint(0, 9999):04d}"
-        if "{days}" in text:
+        if "{days}" in text and "days" not in vals:
             vals["days"] = str(R.randint(2, 14))
-        if "{date}" in text or "{date2}" in text:
+        if ("{date}" in text or "{date2}" in text) and "date" not in vals:
             vals["date"] = f"{R.pick(_MONTHS)} {R.randint(1, 28)}"
             vals["date2"] = f"{R.pick(_MONTHS)} {R.randint(1, 28)}"
-        if "{plan}" in text:
+        if "{plan}" in text and "plan" not in vals:
             vals["plan"] = R.pick(["Pro", "Basic", "Team", "Plus", "Premium"])
-        if "{carrier}" in text:
+        if "{carrier}" in text and "carrier" not in vals:
             vals["carrier"] = R.pick(_CARRIERS)
-        if "{city}" in text:
+        if "{city}" in text and "city" not in vals:
             vals["city"] = R.pick(_CITIES)[0]
-        if "{email}" in text or "{name}" in text or "{phone}" in text or "{address}" in text:
+        if ("{email}" in text or "{name}" in text or "{phone}" in text or "{address}" in text) and "email" not in vals:
             if cust is None:
                 f, l = R.pick(_FIRST), R.pick(_LAST)
                 vals["email"], vals["name"] = _fake_email(R, f, l), f"{f} {l}"
@@ -1310,17 +1336,21 @@ class _Generator:
             ev = self._base(eids, rid, app, r, st, ver, tenant, conv)
             flagged = R.u() < 0.005
             order = R.pick(cust.orders)["order_id"] if cust and cust.orders else None
+            vals: dict = {}
+            tmpl, answer, lang_i = "", "", 0
             if flagged:
                 req = self._fill(R, R.pick(_FLAGGED[app]), None)
                 refused = R.u() < 0.92
                 false_ref = False
             else:
                 if foreign:
-                    req = self._fill(R, R.pick(_REQ_FOREIGN[r.name]), cust, order)
+                    tmpl, lang_i = R.pick(_REQ_FOREIGN[r.name])
+                    req = self._fill(R, tmpl, cust, order, vals)
                 else:
-                    req = self._style(R, self._fill(R, R.pick(_REQ[r.name]), cust, order))
+                    tmpl, answer = R.pick(_SB_PAIRS[r.name])
+                    req = self._style(R, self._fill(R, tmpl, cust, order, vals))
                 if R.u() < 0.22:
-                    req = f"{req} {self._fill(R, R.pick(_PII_SUFFIX), cust)}"
+                    req = f"{req} {self._fill(R, R.pick(_PII_SUFFIX), cust, None, vals)}"
                 p = r.refusal * ref_mult
                 if st.fr_v and ver == st.fr_v:
                     p = max(p, st.fr_rate)
@@ -1335,11 +1365,11 @@ class _Generator:
             else:
                 out_tok = max(5, int(R.ln(r.out_med * verb, 0.6) * mverb * (3.0 if R.u() < 0.02 else 1.0)))
                 if foreign:
-                    resp = R.pick(_RESP_FOREIGN)
+                    resp = _RESP_FOREIGN[lang_i]
                 elif flagged:
                     resp = "I can help with questions about your own account and orders. " + R.pick(_CLOSERS)
                 else:
-                    body = self._fill(R, R.pick(_RESP[r.name]), cust, order)
+                    body = self._fill(R, answer, cust, order, vals)
                     op = R.pick(_OPENERS["default"]) if R.u() < 0.5 else ""
                     cl = R.pick(_CLOSERS) if R.u() < 0.6 else ""
                     resp = " ".join(x for x in (op, body, cl) if x)
@@ -1404,13 +1434,19 @@ class _Generator:
             ev = self._base(eids, ids.next("run_"), app, r, st, ver, tenant, conv)
             flagged = R.u() < 0.004
             lang = R.pick(_CODE_LANGS)
+            body_i = None
+            qi, snippet, error, diff, ti = 0, "", "", "", 0
             if flagged:
                 req = R.pick(_FLAGGED[app])
                 refused = R.u() < 0.95
             else:
-                tmpl = R.pick(_CODE_REQ)
-                req = tmpl.format(lang=lang, task=R.pick(_CODE_TASKS), snippet=R.pick(_SNIPPETS),
-                                  error=R.pick(_ERRORS), diff=R.pick(_DIFF), line=R.pick(_SNIPPETS).split("\n")[0])
+                qi = R.randint(0, len(_CODE_REQ) - 1)
+                tmpl = _CODE_REQ[qi]
+                ti = R.randint(0, len(_CODE_TASKS) - 1)
+                snippet, error, diff = R.pick(_SNIPPETS), R.pick(_ERRORS), R.pick(_DIFF)
+                req = tmpl.format(lang=lang, task=_CODE_TASKS[ti], snippet=snippet,
+                                  error=error, diff=diff, line=snippet.split("\n")[0])
+                body_i = _TASK_BODY.get(ti) if "{task}" in tmpl else None
                 if R.u() < 0.03:
                     req += f"\n# author: {self._fill(R, '{name} <{email}>')}"
                 refused = R.u() < r.refusal * ref_mult
@@ -1423,13 +1459,8 @@ class _Generator:
                 resp = self._refusal_text(R, "code")
             else:
                 out_tok = max(20, int(R.ln(r.out_med * verb, 0.7) * mverb))
-                code = R.pick(_CODE_BODIES)
-                resp = R.pick([
-                    f"Here's an implementation:\n```python\n{code}\n```\n{R.pick(_CODE_EXPLAIN)}",
-                    f"{R.pick(_CODE_EXPLAIN)}\n\n```python\n{code}\n```",
-                    f"Sure! {R.pick(_CODE_EXPLAIN)} Updated version:\n```python\n{code}\n```\nLet me know if you want tests too.",
-                    f"A few issues:\n1. {R.pick(_CODE_EXPLAIN)}\n2. {R.pick(_CODE_EXPLAIN)}\n\nSuggested fix:\n```python\n{code}\n```",
-                ])
+                code = _CODE_BODIES[body_i] if body_i is not None else R.pick(_CODE_BODIES)
+                resp = self._code_answer(R, qi, lang, ti, code, snippet, error, diff)
             max_tok = 4096 if r.name != "completion" else 2048
             t_end = self._finish(R, ev, st.model, in_tok, out_tok, t, load, err, "stop", max_tok)
             ev["request_text"] = req
@@ -1453,6 +1484,35 @@ class _Generator:
             history += int(len(req) / 3.5 + out_tok)
             t = t_end + R.ln(70.0, 0.8)
 
+    def _code_answer(self, R: _Rand, qi: int, lang: str, ti: int, code: str, snippet: str, error: str,
+                     diff: str) -> str:
+        fence = lang.lower() if lang not in ("SQL", "Bash") else ("sql" if lang == "SQL" else "bash")
+        ex = R.pick(_CODE_EXPLAIN)
+        if qi in (0, 1):
+            s = R.pick(["Here's an implementation:", "Sure! Here's one way to do it:", "Here's a version that {task}:",
+                        "You can do this in a few lines:"]).format(task=_CODE_TASKS[ti])
+            s = f"{s}\n```{fence}\n{code}\n```\n{ex}"
+            if qi == 1:
+                s += f"\n\nAnd the tests:\n```{fence}\n{_CODE_TEST}\n```"
+            return s
+        if qi == 5:
+            return f"Here are pytest tests covering the edge cases:\n```python\n{_CODE_TEST}\n```\n{ex}"
+        if qi in (3, 9):
+            cause = _ERROR_CAUSE[error]
+            return R.pick([f"The `{error}` happens because {cause}.\n\nFix:\n```python\n{code}\n```",
+                           f"Good catch. {_cap(cause)}. {ex}",
+                           f"Looks like {cause}. Try this:\n```python\n{code}\n```"])
+        if qi in (2, 4, 7):
+            what = {2: "a more readable version", 4: "the module with type hints and docstrings",
+                    7: "an async version using `httpx.AsyncClient`"}[qi]
+            note = R.pick(_CODE_EXPLAIN[:5])
+            return f"Here's {what}:\n```python\n{code}\n```\nNote: {note[0].lower()}{note[1:]}"
+        if qi == 6:
+            return (f"This snippet {R.pick(_EXPLAINS)}. " + ex)
+        first = diff.split("\n")[1].lstrip("+").strip() if "\n" in diff else diff
+        return (f"One issue: `{first}` changes behaviour for existing callers. {ex}\n\n"
+                "Otherwise the change looks fine to me.")
+
     # ---------------------------------------------------------------- research-agent
     def _research_run(self, R: _Rand, ids: _Ids, eids: _Ids, t0: float, out: list) -> None:
         app = "research-agent"
@@ -1465,9 +1525,12 @@ class _Generator:
         flagged = R.u() < 0.005
         if flagged:
             q = self._fill(R, R.pick(_FLAGGED[app]))
+            terms = [q[:60]]
         else:
             tmpl = R.pick(_RESEARCH_Q)
-            q = tmpl.format(**{k: R.pick(v) for k, v in _RQ_FILL.items()})
+            fills = {k: R.pick(v) for k, v in _RQ_FILL.items()}
+            q = tmpl.format(**fills)
+            terms = [v for k, v in fills.items() if "{" + k + "}" in tmpl]
         refused = flagged and R.u() < 0.9 or (not flagged and R.u() < r.refusal * ref_mult)
         if refused:
             n_steps = 1
@@ -1478,11 +1541,12 @@ class _Generator:
         if r.name == "deep-research" and not refused:
             n_steps += 2
         self._agent_steps(R, ids, eids, r, st, ver, tenant, rid, t0, q, n_steps, refused, flagged, out,
-                          kind="research")
+                          kind="research", terms=terms)
 
     def _agent_steps(self, R: _Rand, ids: _Ids, eids: _Ids, r: _Route, st: _State, ver: int, tenant: str,
                      rid: str, t0: float, q: str, n_steps: int, refused: bool, flagged: bool, out: list,
-                     kind: str, runaway: bool = False, dur: float = 0.0) -> list[dict]:
+                     kind: str, runaway: bool = False, dur: float = 0.0,
+                     terms: list[str] | None = None) -> list[dict]:
         sys_tok, verb, ref_mult = r.vattrs[ver]
         model = st.model
         ctx_lim = _MODEL[model][4]
@@ -1490,7 +1554,8 @@ class _Generator:
         ctx = sys_tok + len(q) / 3.8 + 350  # tool schemas
         t = t0
         evs = []
-        loop_query = R.pick(_RQ_FILL["topic"])
+        terms = terms or [R.pick(_RQ_FILL["topic"])]
+        loop_query = R.pick(terms)
         for k in range(n_steps):
             last = k == n_steps - 1
             load = self.load(r.app, t)
@@ -1510,7 +1575,8 @@ class _Generator:
                     out_tok = max(200, int(R.ln(r.out_med * verb, 0.5) * mverb))
                     n1, n2 = R.randint(1000, 9999), R.randint(1000, 9999)
                     urls = [("https://" + R.pick(_URL_HOSTS)).format(n=nn, w=R.pick(_URL_WORDS)) for nn in (n1, n2)]
-                    f = [R.pick(_RESEARCH_F) for _ in range(3)]
+                    i0 = R.randint(0, len(_RESEARCH_F) - 1)
+                    f = [_RESEARCH_F[(i0 + j * 4) % len(_RESEARCH_F)] for j in range(3)]  # 3 distinct
                     resp = R.pick(_RESEARCH_A).format(lead=R.pick(_RESEARCH_LEAD), f1=f[0], f2=f[1], f3=f[2],
                                                       u1=urls[0], u2=urls[1])
                 finish = "stop"
@@ -1527,7 +1593,7 @@ class _Generator:
                     else:
                         name = "web_search" if (k == 0 or x < 0.4) else ("fetch_url" if x < 0.88 else "read_pdf")
                     if name == "web_search":
-                        query = loop_query if runaway else f"{R.pick(_RQ_FILL['topic'])} {R.pick(['2024', 'review', 'statistics', 'benchmark', 'meta-analysis', 'site:gov'])}"
+                        query = loop_query if runaway else f"{R.pick(terms)} {R.pick(_QUERY_SUFFIX)}".strip()
                         args = {"query": query}
                         res_tok = R.ln(650, 0.3)
                         res = {"results": [{"title": f"{R.pick(_RESEARCH_F)[:40]}...",
@@ -1562,6 +1628,7 @@ class _Generator:
                     tx = max(tx, tc.pop("_tx"))
                     ctx += tc.pop("_tok")
                 ev["tool_calls"] = tool_calls
+                self._refusal_fields(R, ev, False)  # a tool-calling step is not a refusal
             else:
                 tx = R.ln(3.0, 0.5) if err else 0.0
             if resp is not None and err is None:
@@ -1658,10 +1725,10 @@ class _Generator:
             if scen == "refund_no_id":
                 steps.append([call("search_orders", {"user_id": cust.user_id}, search_view())])
                 known.update(o["order_id"] for o in orders[:10])
-                cand = [o for o in orders[:10] if o["status"] == "delivered"] or orders[:1]
+                cand = [o for o in orders[:10] if o["status"] in ("delivered", "returned")] or orders[:1]
                 target = R.pick(cand)
             steps.append([call("get_order", {"order_id": target["order_id"]}, order_view(target))])
-            if target["status"] == "delivered" or wrong_entity:
+            if target["status"] in ("delivered", "returned") or wrong_entity:
                 amount = target["total"] if R.u() < 0.7 else target["items"][0]["price"]
                 oid, uid = target["order_id"], cust.user_id
                 if wrong_entity:
@@ -1682,8 +1749,12 @@ class _Generator:
                 final = (f"I've issued a refund of ${amount:.2f} for order {target['order_id']}. You'll see it on "
                          f"your card ending {cust.last4} within 5-10 business days.")
             else:
-                final = (f"Order {target['order_id']} is {target['status']}, so it can't be refunded yet. "
-                         "Once it's delivered you can request a refund or start a return.")
+                final = {
+                    "pending": f"Order {target['order_id']} hasn't shipped yet, so there's nothing to refund; I can cancel it instead if you like.",
+                    "processing": f"Order {target['order_id']} is still being prepared. I can cancel it instead, and you won't be charged.",
+                    "shipped": f"Order {target['order_id']} is still in transit. Once it's delivered you can request a refund or start a return.",
+                    "cancelled": f"Order {target['order_id']} was cancelled and never charged, so no refund is needed.",
+                }.get(target["status"], f"Order {target['order_id']} can't be refunded in its current state.")
         elif scen == "cancel_recent":
             both = R.u() < 0.5
             if both:
@@ -1785,6 +1856,7 @@ class _Generator:
                     tx = max(tx, R.ln(0.8 if se else 0.3, 0.6))
                     ctx += R.ln(220, 0.5) if name != "search_orders" else R.ln(180 + 60 * len(orders), 0.3)
                 ev["tool_calls"] = tcs
+                self._refusal_fields(R, ev, False)
             if last and err is None:
                 ev["response_text"] = final
                 self._refusal_fields(R, ev, refused)
@@ -1819,9 +1891,12 @@ class _Generator:
         tenant = R.wpick(self.tenants, self.tenant_cum_by_app[r.app])
         rid = ids.next("run_")
         if r.app == "research-agent":
-            q = R.pick(_RESEARCH_Q).format(**{k: R.pick(v) for k, v in _RQ_FILL.items()})
+            tmpl = R.pick(_RESEARCH_Q)
+            fills = {k: R.pick(v) for k, v in _RQ_FILL.items()}
+            q = tmpl.format(**fills)
+            terms = [v for k, v in fills.items() if "{" + k + "}" in tmpl]
             evs = self._agent_steps(R, ids, eids, r, st, ver, tenant, rid, t0, q, n_steps, False, False, out,
-                                    kind="research", runaway=True, dur=dur)
+                                    kind="research", runaway=True, dur=dur, terms=terms)
             return evs[0], evs[-1]
         # order-agent loop: keeps re-reading the same order and never answers
         cust = R.pick(self.customers_by_tenant[tenant])
@@ -1852,6 +1927,7 @@ class _Generator:
                        {"orders": [{"order_id": x["order_id"], "status": x["status"]} for x in cust.orders[:10]]})
                 ev["tool_calls"] = [{"name": name, "call_id": ids.next("call_", 12), "arguments": args,
                                      "side_effect": False, "result": res}]
+            self._refusal_fields(R, ev, False)
             ctx += out_tok + R.ln(900, 0.4)
             ms = int(round(t_end * 1000))
             if evs and ms <= evs[-1][0]:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Consumer group session timeout: how soon a dead worker's partitions move to a survivor.
     session_timeout_s: float = Field(default=30.0, gt=1)
     log_level: str = "INFO"
+    # Also read OTLP/JSON trace exports (OpenTelemetry Collector kafka exporter, encoding otlp_json)
+    # from topics.otlp and turn GenAI spans into run events on topics.runs.
+    otlp_enabled: bool = False
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,8 @@ class WorkerMetrics:
         self.dead_lettered = Counter(
             "semwatch_events_dead_lettered", "Records sent to the dead-letter topic, by reason.",
             ["reason"], registry=r)
+        self.processed = Counter("semwatch_events_processed",
+                                 "Events run through the detectors.", registry=r)
         self.late = Counter("semwatch_events_late",
                             "Events later than the allowed lateness (kept out of windows).", registry=r)
         self.incidents = Counter(
@@ -47,6 +49,10 @@ class WorkerMetrics:
                                      ["detector"], registry=r)
         self.ready = Gauge("semwatch_worker_ready",
                            "1 once the worker has its partitions and recovered its state.", registry=r)
+        self.otlp_events = Counter("semwatch_otlp_events",
+                                   "Run events made from OTLP GenAI spans.", registry=r)
+        self.otlp_spans_rejected = Counter("semwatch_otlp_spans_rejected",
+                                           "OTLP spans that could not become run events.", registry=r)
         for reason in DEAD_LETTER_REASONS:  # export zeros, so rate() works from the start
             self.dead_lettered.labels(reason=reason)
         self._open: dict[str, tuple[str, str, str]] = {}

@@ -16,6 +16,7 @@ the state entries that changed are written to the changelog, to the partition th
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -110,6 +111,9 @@ class SemwatchApp:
                                                    value_serializer=state_codec.CODEC_NAME))
         app.agent(self.runs_topic, name="validate")(self._validate)
         app.agent(self.keyed_topic, name="detect")(self._detect)
+        if settings.otlp_enabled:
+            self.otlp_topic = app.topic(settings.topics.otlp, partitions=settings.partitions, **raw)
+            app.agent(self.otlp_topic, name="otlp")(self._otlp)
         app.timer(5.0, name="gauges")(self._update_gauges)
         app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -148,6 +152,31 @@ class SemwatchApp:
         log.warning("dead-lettered %s/%s/%s: %s: %s", msg.topic, msg.partition, msg.offset, reason,
                     detail[:200])
 
+    # -- OpenTelemetry input ---------------------------------------------------------------------
+    async def _otlp(self, stream) -> None:
+        from semwatch import otel
+
+        limit = self.settings.max_record_bytes
+        async for ev in stream.events():
+            msg = ev.message
+            if msg.value is not None and len(msg.value) > limit * 16:
+                await self.dead_letter(msg, "oversized", f"OTLP export of {len(msg.value)} bytes")
+                continue
+            try:
+                export = otel.decode_export(msg.value or b"")
+            except ValueError as exc:
+                await self.dead_letter(msg, "invalid_json", f"OTLP: {exc}")
+                continue
+            events, rejected = otel.spans_to_events(export)
+            for span_id, reason in rejected:
+                self.metrics.otlp_spans_rejected.inc()
+                log.warning("OTLP span %s skipped: %s", span_id, reason)
+            for event in events:
+                # Into the runs topic: from here on the same validation and detection as any producer.
+                await self.runs_topic.send(key=str(event["run_id"]).encode(),
+                                           value=json.dumps(event, separators=(",", ":")).encode())
+            self.metrics.otlp_events.inc(len(events))
+
     # -- detect --------------------------------------------------------------------------------
     def engine_for(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -172,6 +201,7 @@ class SemwatchApp:
                     incidents.extend(engine.process(event))
                     last_ts = event.ts if last_ts is None else max(last_ts, event.ts)
                 self.metrics.late.inc(engine.stats.late - late_before)
+                self.metrics.processed.inc(len(evs))
                 self._write_changelog(partition, engine)
                 for inc in incidents:
                     await self.incidents_topic.send(key=inc.dedup_key.encode(), value=incident_record(inc))

@@ -1,0 +1,518 @@
+"""False-refusal spike: the share of ordinary requests that a segment refuses rises, significantly
+and materially, above what that segment (or, for a new segment, its route) normally refuses.
+
+Per segment (default ``app, route, model, prompt_version``) the detector counts, in event-time
+buckets, requests that were *not* flagged harmful upstream (``request_flagged`` true is excluded, a
+refusal of a harmful request is not false) and that carry a refusal verdict (``refusal`` None is
+excluded), and how many of them were refused.
+
+Each time a segment's event time enters a new bucket, the last ``window_s`` of buckets is tested
+against the baseline rate ``p0``:
+
+- volume: at least ``min_volume`` requests in the window;
+- significant: one-sided exact binomial test, P(X >= k | n, p0) < ``alpha`` (counts are divided by
+  the segment's measured over-dispersion, at most ``max_dispersion``, so bursty traffic does not
+  look more certain than it is);
+- material: ``rate - p0 >= min_increase`` and ``rate >= min_ratio * p0``.
+
+A breach held for ``for_s`` triggers (``detectors.lifecycle``); the incident resolves once the rate
+stays at or below ``p0 + clear_increase`` for ``clear_for_s`` (hysteresis), or when the segment gets
+no traffic for ``idle_resolve_s`` (e.g. the bad prompt version was rolled back).
+
+Baseline: decayed refusal counts (half-life ``baseline_half_life_s``) learnt only from buckets that
+left the window without ever being part of a breach or an open incident (score first, then learn;
+don't learn from what you flagged). The segment's own counts are shrunk towards its parent scopes
+(``baseline_scopes``: the same route across prompt versions, then across models), and the coarsest
+towards ``prior_rate``. A prompt version that has just rolled out has no history of its own, so it is
+compared with its route's — exactly the case this detector exists for. Until the whole hierarchy has
+seen ``min_baseline_n`` requests the detector only learns.
+
+Buckets close ``grace_s`` after their end (segment event time) or when the engine's watermark passes
+them; events for a closed bucket, and events the engine marks late, are counted on the state
+(``late``) and not windowed.
+
+>>> round(binom_logsf(8, 20, 0.03) / math.log(10), 2)  # log10 P(X >= 8 | n=20, p=3%)
+-7.22
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pydantic import Field, model_validator
+
+from detectors.base import Context, Detector, DetectorParams, SegmentState, register
+from detectors.lifecycle import Lifecycle, LifecyclePolicy
+from semwatch.models import RunEvent
+from semwatch.redact import redact
+
+# Bucket row layout (plain lists keep the pickled state small).
+_START, _N, _K, _FLAGGED, _TAINTED = range(5)
+# Marks a baseline-scope key in the state store; no real label value starts with NUL.
+SCOPE_FIELD = "~baseline"
+SCORE_CAP = 300.0
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def _logpmf(j: int, n: int, lp: float, lq: float, lgn1: float) -> float:
+    return lgn1 - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
+
+
+def binom_logsf(k: int, n: int, p: float) -> float:
+    """Natural log of P(X >= k) for X ~ Binomial(n, p), exact and underflow-free."""
+    if k <= 0:
+        return 0.0
+    if k > n or p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return 0.0
+    lp, lq, lgn1 = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    if k > n * p:
+        # Upper tail: terms fall from j=k on; sum them in log space until they stop mattering.
+        first = _logpmf(k, n, lp, lq, lgn1)
+        total, term, ratio_pq = 1.0, 1.0, p / (1.0 - p)
+        for j in range(k, n):
+            term *= (n - j) / (j + 1) * ratio_pq
+            total += term
+            if term < total * 1e-17:
+                break
+        return first + math.log(total)
+    # k at or below the mean: 1 - P(X <= k-1), summing the lower tail downwards.
+    last = _logpmf(k - 1, n, lp, lq, lgn1)
+    total, term, ratio_qp = 1.0, 1.0, (1.0 - p) / p
+    for j in range(k - 1, 0, -1):
+        term *= j / (n - j + 1) * ratio_qp
+        total += term
+        if term < total * 1e-17:
+            break
+    lower = math.exp(last) * total
+    return math.log(max(1.0 - lower, 1e-300))
+
+
+# -- parameters ---------------------------------------------------------------------------------
+class RefusalSpikeParams(DetectorParams):
+    type: str = "false_refusal_spike"
+    # Event-time bucket width; the window is evaluated each time a segment enters a new bucket.
+    bucket_s: float = Field(default=15.0, gt=0, le=600)
+    # Sliding evaluation window (refusals and requests summed over its buckets).
+    window_s: float = Field(default=180.0, gt=0, le=3600)
+    # A bucket closes this long after its end (segment event time); keep = engine.allowed_lateness_s.
+    grace_s: float = Field(default=30.0, ge=0)
+    # Fewest ordinary requests in the window before a verdict is possible.
+    min_volume: int = Field(default=20, ge=1)
+    # One-sided binomial p-value below which the rise is significant.
+    alpha: float = Field(default=1e-4, gt=0, lt=0.5)
+    # Material: the window rate must exceed the baseline by this much (absolute) ...
+    min_increase: float = Field(default=0.10, gt=0, lt=1)
+    # ... and be at least this multiple of the baseline.
+    min_ratio: float = Field(default=2.0, ge=1)
+    # Hysteresis: cleared while rate <= baseline + clear_increase.
+    clear_increase: float = Field(default=0.05, ge=0, lt=1)
+    # Sustain: breach held this long (event time) before the trigger.
+    for_s: float = Field(default=45.0, ge=0)
+    # Clear held this long before the resolve.
+    clear_for_s: float = Field(default=120.0, ge=0)
+    # Resolve (or drop a pending breach) when the segment gets no traffic for this long.
+    idle_resolve_s: float = Field(default=300.0, gt=0)
+    # Global prior refusal rate for scopes with no history, and its weight in pseudo-requests.
+    prior_rate: float = Field(default=0.03, gt=0, lt=1)
+    prior_strength: float = Field(default=50.0, gt=0)
+    # Weight (pseudo-requests) of the parent scope's rate in a segment's baseline.
+    parent_strength: float = Field(default=100.0, gt=0)
+    # Learn-only until the baseline hierarchy has seen this many (decayed) requests.
+    min_baseline_n: float = Field(default=200.0, ge=0)
+    # Baseline memory: learnt counts halve every this many seconds of event time.
+    baseline_half_life_s: float = Field(default=6 * 3600.0, gt=0)
+    # Parent scopes for the baseline, finest first: the group_by labels each one leaves out.
+    baseline_scopes: tuple[tuple[str, ...], ...] = (("prompt_version",), ("prompt_version", "model"))
+    # Over-dispersion (measured on clean windows) divides the counts, capped here; 1 disables.
+    max_dispersion: float = Field(default=3.0, ge=1)
+    # Memory of the over-dispersion estimate, in evaluations.
+    dispersion_memory: float = Field(default=500.0, ge=1)
+    # Severity: SEV-1 when rate >= sev1_min_rate with >= sev1_min_requests in the window ...
+    sev1_min_rate: float = Field(default=0.5, gt=0, le=1)
+    sev1_min_requests: int = Field(default=100, ge=1)
+    # ... SEV-3 when the increase is below sev3_max_increase or fewer than sev3_max_requests;
+    # otherwise `severity` (SEV-2 by default).
+    sev3_max_increase: float = Field(default=0.2, ge=0, le=1)
+    sev3_max_requests: int = Field(default=40, ge=0)
+    # Refused samples (ids and redacted excerpts) kept as evidence.
+    evidence_samples: int = Field(default=5, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RefusalSpikeParams":
+        if self.window_s < self.bucket_s:
+            raise ValueError("window_s must be at least bucket_s")
+        if self.window_s / self.bucket_s > 240:
+            raise ValueError("window_s / bucket_s must be at most 240 (bounded state)")
+        if self.grace_s >= self.window_s:
+            raise ValueError("grace_s must be shorter than window_s")
+        if self.clear_increase > self.min_increase:
+            raise ValueError("clear_increase must not exceed min_increase (hysteresis)")
+        return self
+
+
+# -- state --------------------------------------------------------------------------------------
+@dataclass
+class BaselineCounts(SegmentState):
+    """Decayed refusal counts of one baseline scope (also embedded in every segment)."""
+
+    base_n: float = 0.0
+    base_k: float = 0.0
+    base_t: float = 0.0
+
+    def learn(self, n: int, k: int, now: float, half_life: float) -> None:
+        if self.base_n > 0 and now > self.base_t:
+            decay = 0.5 ** ((now - self.base_t) / half_life)
+            self.base_n *= decay
+            self.base_k *= decay
+        self.base_t = max(self.base_t, now)
+        self.base_n += n
+        self.base_k += k
+
+
+@dataclass
+class RefusalSpikeState(BaselineCounts):
+    # [start, n, refused, flagged, tainted] per non-empty bucket, oldest first, within the window.
+    buckets: list = field(default_factory=list)
+    max_ts: float = -math.inf
+    evaluated_until: float = -math.inf  # last bucket boundary the window was evaluated at
+    closed_until: float = -math.inf  # events before this are late
+    late: int = 0
+    lc: Lifecycle = field(default_factory=Lifecycle)
+    breach_start: float = 0.0  # start of the window that first breached
+    samples: list = field(default_factory=list)  # [run_id, event_id, excerpt], newest last
+    # The last evaluation: [n, k, rate, p0, window_start, at]
+    last_eval: list = field(default_factory=list)
+    # EWMA of the Pearson statistic of clean windows (over-dispersion) and its weight so far.
+    disp: float = 1.0
+    disp_w: float = 0.0
+
+    def learn_dispersion(self, stat: float, memory: float) -> None:
+        self.disp_w = min(self.disp_w + 1.0, memory)
+        self.disp += (stat - self.disp) / self.disp_w
+
+
+@dataclass
+class _Verdict:
+    at: float
+    window_start: float
+    n: int
+    k: int
+    flagged: int
+    rate: float
+    p0: float
+    baseline_from: str
+    history_n: float
+    dispersion: float
+    breached: bool
+    cleared: bool
+    log_p: float = 0.0  # natural log of the p-value (0 when not computed)
+
+
+# -- the detector -------------------------------------------------------------------------------
+@register
+class RefusalSpikeDetector(Detector):
+    """Refusal rate of ordinary requests per segment vs an online, protected, hierarchical baseline."""
+
+    type_name = "false_refusal_spike"
+    kind = "false_refusal_spike"
+    Params = RefusalSpikeParams
+
+    def __init__(self, params: RefusalSpikeParams, env):
+        super().__init__(params, env)
+        p = params
+        self.policy = LifecyclePolicy(for_s=p.for_s, clear_for_s=p.clear_for_s)
+        # Parent scopes as field lists, finest first, without duplicates or no-ops.
+        self._scopes: list[tuple[str, ...]] = []
+        for drop in p.baseline_scopes:
+            fields = tuple(f for f in p.group_by if f not in drop)
+            if fields != tuple(p.group_by) and fields not in self._scopes:
+                self._scopes.append(fields)
+
+    # -- event path ----------------------------------------------------------------------------
+    def observe(self, event: RunEvent, ctx: Context) -> None:
+        flagged = bool(event.request_flagged)
+        if event.refusal is None and not flagged:
+            return  # no verdict on this request: nothing to count
+        p = self.params
+        st = ctx.state(self, self.segment_of(event), self._new_state, event.ts)
+        if st is None:
+            return
+        ts = event.ts
+        start = math.floor(ts / p.bucket_s) * p.bucket_s
+        if ctx.late or start < st.closed_until:
+            st.late += 1
+            ctx.changed(self, st)
+            return
+        if ts > st.max_ts:
+            st.max_ts = ts
+            closed = math.floor((ts - p.grace_s) / p.bucket_s) * p.bucket_s
+            st.closed_until = max(st.closed_until, closed)
+            boundary = start
+            if st.evaluated_until == -math.inf:
+                st.evaluated_until = boundary
+            elif boundary > st.evaluated_until:
+                self._evaluate_through(st, boundary, ts, ctx)
+        row = self._bucket(st, start)
+        if flagged:
+            row[_FLAGGED] += 1
+        else:
+            row[_N] += 1
+            if event.refusal:
+                row[_K] += 1
+                if p.evidence_samples:
+                    st.samples.append([event.run_id, event.event_id,
+                                       redact(event.response_text, 120) if event.response_text else ""])
+                    del st.samples[:-p.evidence_samples]
+        st.active = st.lc.active
+        ctx.changed(self, st)
+
+    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
+        st = state
+        if not isinstance(st, RefusalSpikeState):
+            return
+        p = self.params
+        boundary = math.floor(watermark / p.bucket_s) * p.bucket_s
+        st.closed_until = max(st.closed_until, boundary)
+        if boundary > st.evaluated_until > -math.inf:
+            self._evaluate_through(st, boundary, max(watermark, st.max_ts), ctx)
+        if st.lc.active and watermark - st.max_ts >= p.idle_resolve_s:
+            if st.lc.status == "firing":
+                self._emit_resolve(st, max(watermark, st.max_ts), ctx, idle=True,
+                                   verdict=None)
+            st.lc = Lifecycle()
+        st.active = st.lc.active
+        ctx.changed(self, st)
+
+    # -- windows -------------------------------------------------------------------------------
+    @staticmethod
+    def _new_state() -> RefusalSpikeState:
+        return RefusalSpikeState(segment={})
+
+    def _bucket(self, st: RefusalSpikeState, start: float) -> list:
+        for row in reversed(st.buckets):  # nearly always the last one
+            if row[_START] == start:
+                return row
+            if row[_START] < start:
+                break
+        row = [start, 0, 0, 0, False]
+        st.buckets.append(row)
+        st.buckets.sort(key=lambda r: r[_START])
+        return row
+
+    def _evaluate_through(self, st: RefusalSpikeState, boundary: float, now: float,
+                          ctx: Context) -> None:
+        """Evaluate the window at every bucket boundary that matters in (evaluated_until, boundary]."""
+        p = self.params
+        ends = sorted({row[_START] + p.bucket_s for row in st.buckets
+                       if st.evaluated_until < row[_START] + p.bucket_s < boundary})
+        for at in ends[-4:] + [boundary]:
+            self._evaluate_at(st, at, now, ctx)
+        st.evaluated_until = boundary
+
+    def _evaluate_at(self, st: RefusalSpikeState, at: float, now: float, ctx: Context) -> None:
+        p = self.params
+        lo = at - p.window_s
+        # Buckets leaving the window teach the baseline unless they were part of a breach.
+        while st.buckets and st.buckets[0][_START] < lo:
+            row = st.buckets.pop(0)
+            if not row[_TAINTED] and row[_N] > 0:
+                self._learn(st, row[_N], row[_K], row[_START] + p.bucket_s, ctx)
+        rows = [r for r in st.buckets if r[_START] < at]
+        verdict = self._judge(st, rows, at, lo, ctx)
+        lc = st.lc
+        was = lc.status
+        action = self.policy.step(lc, at, verdict.breached, verdict.cleared)
+        if was == "ok" and lc.status != "ok":
+            st.breach_start = verdict.window_start
+            lc.peak = verdict.rate
+        if lc.active or verdict.breached:
+            lc.peak = max(lc.peak, verdict.rate)
+            for r in rows:
+                r[_TAINTED] = True
+        elif verdict.n >= p.min_volume and verdict.p0 > 0:
+            # A clean window: its spread around the baseline measures over-dispersion.
+            var = verdict.n * verdict.p0 * (1 - verdict.p0)
+            st.learn_dispersion(min((verdict.k - verdict.n * verdict.p0) ** 2 / var, 50.0),
+                                p.dispersion_memory)
+        st.last_eval = [verdict.n, verdict.k, verdict.rate, verdict.p0, verdict.window_start, at]
+        if action == "trigger":
+            self._emit_trigger(st, verdict, max(now, at), ctx)
+        elif action == "resolve":
+            self._emit_resolve(st, max(now, at), ctx, idle=False, verdict=verdict)
+
+    def _judge(self, st: RefusalSpikeState, rows: list, at: float, lo: float,
+               ctx: Context) -> _Verdict:
+        p = self.params
+        n = sum(r[_N] for r in rows)
+        k = sum(r[_K] for r in rows)
+        flagged = sum(r[_FLAGGED] for r in rows)
+        p0, source, history, disp = self._baseline(st, ctx)
+        rate = k / n if n else 0.0
+        window_start = rows[0][_START] if rows else lo
+        v = _Verdict(at=at, window_start=window_start, n=n, k=k, flagged=flagged, rate=rate, p0=p0,
+                     baseline_from=source, history_n=history, dispersion=disp, breached=False,
+                     cleared=(n > 0 and rate <= p0 + p.clear_increase))
+        material = (n >= p.min_volume and history >= p.min_baseline_n
+                    and rate - p0 >= p.min_increase and rate >= p.min_ratio * p0)
+        if material:
+            v.log_p = self._log_pvalue(k, n, p0, disp)
+            v.breached = v.log_p < math.log(p.alpha)
+        return v
+
+    @staticmethod
+    def _log_pvalue(k: int, n: int, p0: float, disp: float) -> float:
+        if disp > 1.0:  # effective sample size under over-dispersion
+            n, k = max(1, round(n / disp)), round(k / disp)
+        return binom_logsf(k, n, p0)
+
+    def _critical_rate(self, n: int, p0: float, disp: float) -> float:
+        """The smallest window rate that would have been significant and material at volume n."""
+        p = self.params
+        log_alpha = math.log(p.alpha)
+        lo, hi = 0, n + 1  # smallest k in [0, n] with p-value < alpha; n+1 when none
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._log_pvalue(mid, n, p0, disp) < log_alpha:
+                hi = mid
+            else:
+                lo = mid + 1
+        return max(p0 + p.min_increase, p.min_ratio * p0, min(lo / n, 1.0) if n else 1.0)
+
+    # -- baseline ------------------------------------------------------------------------------
+    def _scope_segment(self, segment: dict[str, str], fields: tuple[str, ...]) -> dict[str, str]:
+        out = {SCOPE_FIELD: "\x00" + ",".join(fields)}
+        out.update((f, segment.get(f, "")) for f in fields)
+        return out
+
+    def _baseline(self, st: RefusalSpikeState, ctx: Context) -> tuple[float, str, float, float]:
+        """(p0, where it comes from, decayed history behind it, over-dispersion to apply)."""
+        p = self.params
+        levels: list[tuple[str, Optional[BaselineCounts]]] = [("segment", st)]
+        for fields in self._scopes:
+            levels.append(("+".join(fields), ctx.get(self, self._scope_segment(st.segment, fields))))
+        rate, weight = p.prior_rate, p.prior_strength
+        history = 0.0
+        for _, level in reversed(levels):
+            if level is None:
+                continue
+            rate = (level.base_k + weight * rate) / (level.base_n + weight)
+            weight = p.parent_strength
+            history += level.base_n
+        source, disp = "prior", 1.0
+        for name, level in levels:
+            if level is not None and level.base_n >= p.parent_strength:
+                source = name
+                break
+        if st.disp_w >= min(50.0, p.dispersion_memory):  # a settled estimate of its own
+            disp = min(max(st.disp, 1.0), p.max_dispersion)
+        return rate, source, history, disp
+
+    def _learn(self, st: RefusalSpikeState, n: int, k: int, at: float, ctx: Context) -> None:
+        p = self.params
+        st.learn(n, k, at, p.baseline_half_life_s)
+        for fields in self._scopes:
+            scope = ctx.state(self, self._scope_segment(st.segment, fields),
+                              lambda: BaselineCounts(segment={}), at)
+            if scope is not None:
+                scope.learn(n, k, at, p.baseline_half_life_s)
+
+    # -- incidents -----------------------------------------------------------------------------
+    def _severity(self, v: _Verdict) -> str:
+        p = self.params
+        if v.rate >= p.sev1_min_rate and v.n >= p.sev1_min_requests:
+            return "SEV-1"
+        if v.rate - v.p0 < p.sev3_max_increase or v.n < p.sev3_max_requests:
+            return "SEV-3"
+        return p.severity
+
+    def _label(self, segment: dict[str, str]) -> str:
+        head = "/".join(segment[f] for f in ("app", "route") if segment.get(f))
+        rest = " ".join(v for f, v in segment.items() if f not in ("app", "route") and v)
+        return " ".join(x for x in (head, rest) if x) or self.name
+
+    def _evidence(self, st: RefusalSpikeState, v: Optional[_Verdict]) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "run_ids": list(dict.fromkeys(s[0] for s in st.samples)),
+            "event_ids": [s[1] for s in st.samples],
+            "excerpts": [s[2] for s in st.samples if s[2]],
+            "late_events": st.late,
+        }
+        if v is not None:
+            ev.update({"requests": v.n, "refused": v.k, "flagged_excluded": v.flagged,
+                       "baseline_from": v.baseline_from, "baseline_requests": round(v.history_n, 1),
+                       "dispersion": round(v.dispersion, 3),
+                       "p_value": math.exp(v.log_p) if v.log_p > -700 else 0.0})
+        return ev
+
+    def _emit_trigger(self, st: RefusalSpikeState, v: _Verdict, now: float, ctx: Context) -> None:
+        severity = self._severity(v)
+        st.lc.severity = severity
+        span = _duration(v.at - v.window_start)
+        summary = (f"{self._label(st.segment)}: {v.rate:.0%} of ordinary requests refused over {span} "
+                   f"({v.k} of {v.n}; baseline {v.p0:.1%})")
+        ctx.emit(self.incident(
+            action="trigger", segment=st.segment, summary=summary, severity=severity,
+            window_start=st.breach_start, window_end=v.at, detected_at=now, ctx=ctx,
+            observed=v.rate, baseline=v.p0, threshold=self._critical_rate(v.n, v.p0, v.dispersion),
+            score=min(-v.log_p / math.log(10), SCORE_CAP), evidence=self._evidence(st, v)))
+
+    def _emit_resolve(self, st: RefusalSpikeState, now: float, ctx: Context, idle: bool,
+                      verdict: Optional[_Verdict]) -> None:
+        p = self.params
+        label = self._label(st.segment)
+        peak = st.lc.peak
+        if idle or verdict is None:
+            summary = (f"resolved: {label}: no traffic for {_duration(now - st.max_ts)} "
+                       f"(peak refusal rate {peak:.0%})")
+            observed = baseline = None
+            if st.last_eval:
+                observed, baseline = st.last_eval[2], st.last_eval[3]
+        else:
+            summary = (f"resolved: {label}: refusal rate back to {verdict.rate:.1%} "
+                       f"(baseline {verdict.p0:.1%}; peak {peak:.0%})")
+            observed, baseline = verdict.rate, verdict.p0
+        ev = self._evidence(st, verdict)
+        ev["resolved_by"] = "idle" if idle else "recovered"
+        ev["peak_rate"] = peak
+        ctx.emit(self.incident(
+            action="resolve", segment=st.segment, summary=summary,
+            severity=st.lc.severity or p.severity,
+            window_start=st.breach_start, window_end=max(now, st.breach_start), detected_at=now,
+            ctx=ctx, observed=observed, baseline=baseline,
+            threshold=(baseline + p.clear_increase) if baseline is not None else None,
+            evidence=ev))
+
+    # -- contract test -------------------------------------------------------------------------
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"for_s": 30.0}
+
+    @classmethod
+    def _unit_test_anomaly(cls) -> tuple[list[dict], list[dict]]:
+        """30 min at 1 request/s with 2% refusals, then 5 min of 50% refusals."""
+        def events(t0: float, seconds: int, every: int, tag: str) -> list[dict]:
+            out = []
+            for i in range(seconds):
+                out.append({
+                    "schema_version": "1", "event_id": f"{tag}-{i}", "run_id": f"{tag}-r{i}",
+                    "ts": t0 + i, "app": "support-bot", "route": "billing", "model": "gpt-4o-mini",
+                    "prompt_version": "v12", "refusal": i % every == 0, "request_flagged": False,
+                    "response_text": "I can't help with that." if i % every == 0 else "Sure.",
+                })
+            return out
+
+        t0 = 1_767_600_000.0
+        return events(t0, 1800, 50, "n"), events(t0 + 1800, 300, 2, "a")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,378 @@
+"""Wrong-entity actions: an agent's side-effecting tool call on an entity its run is not about.
+
+A run declares its scope in ``subject`` (``{"user_id": ["u_17"], "order_id": ["#W1"]}``), possibly
+only on its first event. A side-effecting call (see :mod:`detectors.entities`) whose entity
+argument names an id of a type the subject lists, but not one of its ids, acts on the wrong entity:
+refunding another customer's order, emailing another user.
+
+- A type the subject does not list is not checked (``strict: true`` checks it too, against ids the
+  run saw in its results). A run without any ``subject`` is never checked. A listed type with an
+  empty list is checked: the run may only act on what its reads return.
+- ``widen_from_results`` (default on): ids in the run's *earlier* tool results widen the scope
+  (``search_orders(user_id=u_17)`` returns the user's orders, and refunding one of them is fine).
+  Only results of calls that themselves stayed in scope widen it, so ``get_order("#W9")`` on a
+  stranger's order does not launder ``#W9``. Results widen for later calls of the same event too.
+
+Two registered types:
+
+``wrong_entity_action``  one incident per offending run, at the offending event (SEV-1 when the
+                         tool moves money, else ``severity``); dedup key = detector + segment +
+                         run id. A person has to look at it, but an alert open forever is worse:
+                         it resolves by itself ``auto_resolve_s`` of event time later (0 = never).
+``wrong_entity_rate``    the share of checked side-effecting calls that are out of scope per segment
+                         over a sliding event-time window, with the shared lifecycle (``for_s``,
+                         ``clear`` hysteresis, ``min_volume``): a prompt or routing change that makes
+                         an agent systematically act on the wrong entities.
+
+Evidence names the tool, call id, argument name and a hash of the entity id, never the id itself or
+other arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from detectors.base import Context, Detector, DetectorParams, SegmentState, register
+from detectors.entities import ToolMap, ids_in_result
+from rules.threshold import Bucket, WindowParams, WindowState, WindowedDetector, segment_label, window_label
+from semwatch.models import RunEvent, ToolCall
+
+RUN_MARK = "\x00run"  # first value of a run state's segment: never collides with label values
+MAX_EVIDENCE_CALLS = 5
+_SAFE_CALL_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+def hash_entity(value: str) -> str:
+    """A short, stable, non-reversible stand-in for an entity id in evidence.
+
+    >>> hash_entity("#W1234567")
+    'sha256:8ed3ce7235e2'
+    """
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+# -- per-run scope -----------------------------------------------------------------------------------
+@dataclass
+class RunState(SegmentState):
+    subject: dict[str, list[str]] = field(default_factory=dict)  # declared scope, union over events
+    seen: dict[str, list[str]] = field(default_factory=dict)  # ids from earlier in-scope results
+    n_ids: int = 0  # bound on subject + seen
+    # wrong_entity_action's one incident per run:
+    flagged_at: Optional[float] = None
+    resolve_at: Optional[float] = None
+    incident_segment: dict[str, str] = field(default_factory=dict)
+    severity: str = "SEV-2"
+    offenses: int = 0
+
+
+@dataclass
+class CallCheck:
+    call: ToolCall
+    side_effect_source: str
+    money_moving: bool
+    checked: bool  # at least one entity argument was compared against the scope
+    offending: list[tuple[str, str, str]]  # (argument, entity type, id)
+
+
+class RunScopeParams(DetectorParams):
+    strict: bool = False
+    widen_from_results: bool = True
+    max_scope_ids: int = Field(default=1000, ge=1, le=100000)
+
+
+def run_segment(event: RunEvent) -> dict[str, str]:
+    """Runs are keyed by app + run id: a run belongs to one app, and apps are the partition key."""
+    return {"_": RUN_MARK, "app": event.app, "run_id": event.run_id}
+
+
+class RunScopeMixin:
+    """Per-run scope tracking shared by both wrong-entity detectors."""
+
+    params: RunScopeParams
+    tools: ToolMap
+
+    def _add_ids(self, run: RunState, target: dict[str, list[str]], pairs) -> None:
+        cap = self.params.max_scope_ids
+        for etype, ident in pairs:
+            ids = target.setdefault(etype, [])
+            if ident in ids:
+                continue
+            if run.n_ids >= cap:
+                return
+            ids.append(ident)
+            run.n_ids += 1
+
+    def _check_event(self, run: RunState, event: RunEvent) -> list[CallCheck]:
+        """Update the run's scope with the event and check its side-effecting calls, in order."""
+        if event.subject:
+            for etype, ids in event.subject.items():
+                run.subject.setdefault(etype, [])  # a listed type is checked even when empty
+                self._add_ids(run, run.subject, ((etype, i) for i in ids))
+        strict, widen = self.params.strict, self.params.widen_from_results
+        out: list[CallCheck] = []
+        for call in event.tool_calls or ():
+            side, source = self.tools.side_effect(call)
+            offending: list[tuple[str, str, str]] = []
+            checked = False
+            if run.subject:
+                for arg, etype, ident in self.tools.entity_values(call):
+                    allowed = run.subject.get(etype)
+                    if allowed is None and not strict:
+                        continue
+                    checked = True
+                    if (allowed and ident in allowed) or ident in run.seen.get(etype, ()):
+                        continue
+                    offending.append((arg, etype, ident))
+            if side:
+                out.append(CallCheck(call, source, self.tools.money_moving(call), checked, offending))
+            if widen and not offending and call.result is not None:
+                wanted = None if strict or not run.subject else set(run.subject)
+                self._add_ids(run, run.seen, ids_in_result(call.result, wanted))
+        return out
+
+
+def _call_id(call: ToolCall) -> Optional[str]:
+    if call.call_id is None:
+        return None
+    return call.call_id if _SAFE_CALL_ID.match(call.call_id) else hash_entity(call.call_id)
+
+
+def _evidence_calls(checks: list[CallCheck]) -> list[dict[str, Any]]:
+    out = []
+    for c in checks:
+        for arg, etype, ident in c.offending:
+            if len(out) >= MAX_EVIDENCE_CALLS:
+                return out
+            out.append({"tool": c.call.name, "call_id": _call_id(c.call), "argument": arg,
+                        "entity_type": etype, "entity": hash_entity(ident),
+                        "money_moving": c.money_moving, "side_effect_from": c.side_effect_source})
+    return out
+
+
+# -- per-run incidents ---------------------------------------------------------------------------------
+class WrongEntityParams(RunScopeParams):
+    type: str = "wrong_entity_action"
+    group_by: tuple[str, ...] = ("app", "route")
+    severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
+    money_moving_severity: str = Field(default="SEV-1", pattern=r"^SEV-[123]$")
+    auto_resolve_s: float = Field(default=3600.0, ge=0)
+    # A run idle this long (event time) is forgotten, with its subject.
+    idle_ttl_s: float = Field(default=1800.0, gt=0)
+    max_segments: int = Field(default=100000, ge=1)
+
+
+@register
+class WrongEntityAction(RunScopeMixin, Detector):
+    """One incident per run that acts on an entity outside its subject."""
+
+    type_name: ClassVar[str] = "wrong_entity_action"
+    kind: ClassVar[str] = "wrong_entity_action"
+    Params: ClassVar[type[DetectorParams]] = WrongEntityParams
+    params: WrongEntityParams
+
+    def __init__(self, params: WrongEntityParams, env: Any):
+        super().__init__(params, env)
+        self.tools = env.tools if isinstance(env.tools, ToolMap) else ToolMap()
+
+    def observe(self, event: RunEvent, ctx: Context) -> None:
+        if not event.tool_calls and not event.subject:
+            return
+        run = ctx.state(self, run_segment(event), lambda: RunState(segment={}), event.ts)
+        if run is None:
+            return
+        checks = self._check_event(run, event)  # type: ignore[arg-type]
+        ctx.changed(self, run)
+        bad = [c for c in checks if c.offending]
+        if not bad:
+            return
+        n_bad = sum(len(c.offending) for c in bad)
+        run.offenses += n_bad
+        if run.flagged_at is not None:
+            return  # one incident per run; later offences only add to the count
+        p = self.params
+        money = any(c.money_moving for c in bad)
+        run.flagged_at = event.ts
+        run.severity = p.money_moving_severity if money else p.severity
+        run.incident_segment = self.segment_of(event)
+        if p.auto_resolve_s > 0:
+            run.resolve_at = event.ts + p.auto_resolve_s
+            run.active = True
+        first = next((c for c in bad if c.money_moving), bad[0])
+        arg, etype, _ = first.offending[0]
+        kind_txt = "money-moving " if first.money_moving else ""
+        summary = (f"{kind_txt}{first.call.name} acted on a {etype} outside run {event.run_id}'s subject "
+                   f"({arg}) on {segment_label(run.incident_segment)}")
+        ctx.emit(self.incident(
+            action="trigger", segment=run.incident_segment, summary=summary,
+            window_start=event.ts, window_end=event.ts, detected_at=event.ts, ctx=ctx,
+            severity=run.severity, observed=float(n_bad), threshold=0.0, score=1.0,
+            evidence={"run_ids": [event.run_id], "event_ids": [event.event_id],
+                      "calls": _evidence_calls(bad),
+                      "scope_sizes": {t: len(run.subject.get(t, ())) + len(run.seen.get(t, ()))
+                                      for t in sorted({o[1] for c in bad for o in c.offending})}},
+            dedup_extra=event.run_id,
+        ))
+
+    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
+        if not isinstance(state, RunState) or state.resolve_at is None:
+            state.active = False
+            ctx.changed(self, state)
+            return
+        if watermark < state.resolve_at:
+            return
+        at, run_id = state.resolve_at, state.segment.get("run_id", "")
+        state.resolve_at = None
+        state.active = False
+        ctx.changed(self, state)
+        ctx.emit(self.incident(
+            action="resolve", segment=state.incident_segment,
+            summary=(f"auto-resolved after {window_label(self.params.auto_resolve_s)}: wrong-entity action "
+                     f"in run {run_id} ({state.offenses} out-of-scope argument(s)); review it if nobody has"),
+            window_start=state.flagged_at or at, window_end=at, detected_at=at, ctx=ctx,
+            severity=state.severity, observed=float(state.offenses), threshold=0.0,
+            evidence={"run_ids": [run_id]}, dedup_extra=run_id,
+        ))
+
+    # -- contract test ---------------------------------------------------------------------------
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"auto_resolve_s": 600, "runbook_url": "https://runbooks.example.com/wrong-entity"}
+
+    @classmethod
+    def _unit_test_anomaly(cls) -> tuple[list[dict], list[dict]]:
+        return _scope_runs(40, wrong_every=0), _scope_runs(4, wrong_every=1, offset=40)
+
+
+# -- the rate view -------------------------------------------------------------------------------------
+class WrongEntityRateParams(RunScopeParams, WindowParams):
+    type: str = "wrong_entity_rate"
+    group_by: tuple[str, ...] = ("app", "route")
+    severity: str = Field(default="SEV-1", pattern=r"^SEV-[123]$")
+    idle_ttl_s: float = Field(default=3600.0, gt=0)
+    max_segments: int = Field(default=100000, ge=1)
+    window_s: float = Field(default=900.0, gt=0, le=7 * 86400)
+    min_volume: int = Field(default=20, ge=0)
+    clear_for_s: float = Field(default=600.0, ge=0)
+    above: float = Field(default=0.05, ge=0, le=1)
+    clear: Optional[float] = Field(default=None, ge=0, le=1)
+
+    @field_validator("clear")
+    @classmethod
+    def _clear_below(cls, value: Optional[float], info: ValidationInfo) -> Optional[float]:
+        above = info.data.get("above")
+        if value is not None and above is not None and value > above:
+            raise ValueError(f"clear ({value:g}) must be at or below above ({above:g})")
+        return value
+
+
+@register
+class WrongEntityRate(RunScopeMixin, WindowedDetector):
+    """Share of checked side-effecting calls that are out of scope, per segment and window."""
+
+    type_name: ClassVar[str] = "wrong_entity_rate"
+    kind: ClassVar[str] = "wrong_entity_action"
+    Params: ClassVar[type[DetectorParams]] = WrongEntityRateParams
+    params: WrongEntityRateParams
+
+    def __init__(self, params: WrongEntityRateParams, env: Any):
+        super().__init__(params, env)
+        self.tools = env.tools if isinstance(env.tools, ToolMap) else ToolMap()
+
+    def observe(self, event: RunEvent, ctx: Context) -> None:
+        if not event.tool_calls and not event.subject:
+            return
+        run = ctx.state(self, run_segment(event), lambda: RunState(segment={}), event.ts)
+        if run is None:
+            return
+        checks = self._check_event(run, event)  # type: ignore[arg-type]
+        ctx.changed(self, run)
+        checked = [c for c in checks if c.checked]
+        if not checked:
+            return
+        state = ctx.state(self, self.segment_of(event), self._new_state, event.ts)
+        if state is None:
+            return
+        bucket = self._bucket(state, event.ts, ctx)  # type: ignore[arg-type]
+        if bucket is None:
+            return
+        bad = sum(1 for c in checked if c.offending)
+        bucket.n += len(checked)
+        bucket.hits += bad
+        if bad:
+            self._sample(bucket, event)
+
+    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
+        if isinstance(state, RunState):
+            state.active = False
+            ctx.changed(self, state)
+            return
+        super().advance(state, watermark, ctx)
+
+    def _evaluate(self, totals: Bucket) -> tuple[Optional[float], int]:
+        return (totals.hits / totals.n if totals.n else None), totals.n
+
+    def _breached(self, value: float) -> bool:
+        return value > self.params.above
+
+    def _cleared(self, value: float) -> bool:
+        clear = self.params.clear if self.params.clear is not None else self.params.above
+        return value <= clear
+
+    def _threshold(self) -> Optional[float]:
+        return self.params.above
+
+    def _score(self, value: Optional[float]) -> Optional[float]:
+        if value is None or self.params.above <= 0:
+            return None
+        return value / self.params.above
+
+    def _describe(self, state: WindowState, value: Optional[float], action: str) -> str:
+        seg = segment_label(state.segment)
+        if action == "trigger":
+            return (f"{value:.1%} of side-effecting tool calls acted on entities outside their run's "
+                    f"subject on {seg} over {window_label(self.params.window_s)} "
+                    f"({state.volume} checked calls; threshold {self.params.above:.1%})")
+        now = "no checked calls in the window" if value is None else f"{value:.1%} out of scope"
+        return f"wrong-entity rate back to normal on {seg}: {now}"
+
+    # -- contract test ---------------------------------------------------------------------------
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"window_s": 600, "bucket_s": 60, "min_volume": 5, "above": 0.2, "clear": 0.1,
+                "clear_for_s": 120}
+
+    @classmethod
+    def _unit_test_anomaly(cls) -> tuple[list[dict], list[dict]]:
+        return _scope_runs(60, wrong_every=0), _scope_runs(30, wrong_every=2, offset=60)
+
+
+def _scope_runs(n: int, wrong_every: int, offset: int = 0) -> list[dict]:
+    """Order-agent runs: subject on the first event only, a search whose results widen the scope,
+    then a refund (every ``wrong_every``-th run refunds a stranger's order)."""
+    t0 = 1_767_600_000.0
+    out: list[dict] = []
+    for k in range(offset, offset + n):
+        ts = t0 + 60 * k
+        base = {"schema_version": "1", "run_id": f"run-{k}", "app": "order-agent", "route": "refunds",
+                "model": "gpt-4o-mini", "input_tokens": 800, "output_tokens": 60, "latency_s": 1.2}
+        user, own = f"u_{k}", f"#W{k}01"
+        out.append({**base, "event_id": f"we-{k}-0", "ts": ts,
+                    "request_text": f"please refund my order, mail me at cust{k}@example.com",
+                    "subject": {"user_id": [user], "order_id": []},
+                    "tool_calls": [{"name": "search_orders", "call_id": f"call_{k}_0",
+                                    "arguments": {"user_id": user},
+                                    "result": {"orders": [{"order_id": own, "total": 20.0}]}}]})
+        wrong = wrong_every and (k - offset) % wrong_every == 0
+        target = f"#W{k}99" if wrong else own
+        out.append({**base, "event_id": f"we-{k}-1", "ts": ts + 5,
+                    "tool_calls": [{"name": "refund_order", "call_id": f"call_{k}_1",
+                                    "arguments": {"order_id": target, "user_id": user, "amount": 20.0},
+                                    "result": {"status": "refunded"}},
+                                   {"name": "send_email", "call_id": f"call_{k}_2",
+                                    "arguments": {"user_id": user, "to": f"cust{k}@example.com"}}]})
+    return out

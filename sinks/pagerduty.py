@@ -1,0 +1,106 @@
+"""Incident records -> PagerDuty Events API v2 (``POST {url}/v2/enqueue``).
+
+The incident record was designed as a PagerDuty event (DESIGN.md): ``dedup_key``, ``event_action``
+and the severity map straight across, so this module is a mapping plus one HTTP call. Delivery,
+retries and dedup live in :mod:`sinks.pager`; this module never imports it (the sender is passed in).
+
+>>> inc = Incident(incident_id="i1", dedup_key="d/1", event_action="resolve", severity="SEV-1",
+...                kind="cost_spike", detector="cost", summary="s", segment={}, window_start="t",
+...                window_end="t", detected_at="t")
+>>> event_for(inc, "KEY")
+{'routing_key': 'KEY', 'event_action': 'resolve', 'dedup_key': 'd/1'}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from semwatch.models import Incident
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sinks.pager import Delivery, HttpSender
+
+DEFAULT_URL = "https://events.pagerduty.com"
+
+# semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (DESIGN.md).
+SEVERITY = {"SEV-1": "critical", "SEV-2": "error", "SEV-3": "warning"}
+
+MAX_SUMMARY = 1024  # PagerDuty truncates longer summaries itself; we cut them cleanly instead
+MAX_SOURCE = 255
+MAX_EVIDENCE_IDS = 20
+# Segment labels named in ``source``: bounded and readable, never run or entity ids.
+SOURCE_LABELS = ("app", "route", "model", "prompt_version")
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_for(inc: Incident, routing_key: str) -> dict[str, Any]:
+    """The Events API v2 body for one incident record. A resolve carries only the key fields."""
+    event: dict[str, Any] = {"routing_key": routing_key, "event_action": inc.event_action,
+                             "dedup_key": inc.dedup_key}
+    if inc.event_action == "resolve":
+        return event
+    segment = inc.segment
+    source = ",".join(f"{k}={segment[k]}" for k in SOURCE_LABELS if segment.get(k))
+    payload: dict[str, Any] = {
+        "summary": truncate(inc.summary, MAX_SUMMARY),
+        "source": truncate(f"semwatch/{source}" if source else "semwatch", MAX_SOURCE),
+        "severity": SEVERITY[inc.severity],
+        "timestamp": inc.detected_at,
+        "component": inc.detector,
+    }
+    if segment.get("app"):
+        payload["group"] = segment["app"]
+    payload["class"] = inc.kind
+    evidence = {k: list(inc.evidence[k])[:MAX_EVIDENCE_IDS]
+                for k in ("run_ids", "event_ids") if isinstance(inc.evidence.get(k), list)}
+    payload["custom_details"] = {
+        "incident_id": inc.incident_id,
+        "semwatch_severity": inc.severity,
+        "observed": inc.observed,
+        "baseline": inc.baseline,
+        "threshold": inc.threshold,
+        "score": inc.score,
+        "window_start": inc.window_start,
+        "window_end": inc.window_end,
+        "segment": dict(segment),
+        "suspected_changes": [c.model_dump(mode="json", by_alias=True) for c in inc.suspected_changes],
+        "evidence": evidence,
+    }
+    event["payload"] = payload
+    event["client"] = "semwatch"
+    if inc.runbook_url:
+        event["links"] = [{"href": inc.runbook_url, "text": "Runbook"}]
+    return event
+
+
+class PagerDutyTarget:
+    """Sends triggers and resolves to one PagerDuty integration (one routing key).
+
+    PagerDuty itself keeps one open incident per dedup_key, so this target needs no state: the
+    pager's dedup (sinks.pager) only saves PagerDuty the duplicate events.
+    """
+
+    name = "pagerduty"
+
+    def __init__(self, url: Optional[str], routing_key: str, sender: "HttpSender"):
+        if not routing_key:
+            raise ValueError("PagerDuty needs a routing key (SEMWATCH_PAGERDUTY_ROUTING_KEY)")
+        self.base_url = (url or DEFAULT_URL).rstrip("/")
+        self.endpoint = f"{self.base_url}/v2/enqueue"
+        self._routing_key = routing_key
+        self.sender = sender
+
+    def __repr__(self) -> str:  # never show the routing key
+        return f"PagerDutyTarget({self.endpoint!r})"
+
+    async def send(self, inc: Incident) -> "Delivery":
+        return await self.sender.post_json(self.name, self.endpoint, event_for(inc, self._routing_key))
+
+    async def refresh(self, inc: Incident) -> None:
+        """A repeated trigger of an open incident: PagerDuty already has it; send nothing."""
+
+    def restore(self, inc: Incident) -> None:
+        """Warm start: nothing to remember (PagerDuty keeps the incident)."""

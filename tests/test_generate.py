@@ -1,0 +1,337 @@
+"""Tests for semwatch.generate: deterministic, realistic synthetic labelled traffic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from semwatch import generate as gen_mod
+from semwatch.generate import PRICES, add_arguments, generate, parse_duration, parse_time, run
+
+START = parse_time("2026-01-05T00:00:00Z")  # a Monday
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+KINDS = {"false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike"}
+SIDE_EFFECT_TOOLS = {"refund_order", "cancel_order", "update_address", "send_email"}
+
+
+# ------------------------------------------------------------------ a hand-written contract check
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def validate_event(ev: dict) -> list[str]:
+    """Problems with one event against the DESIGN.md normalized run event contract."""
+    p = []
+    for f in ("schema_version", "event_id", "run_id", "ts", "app", "model"):
+        if f not in ev:
+            p.append(f"missing {f}")
+    if ev.get("schema_version") != "1":
+        p.append("schema_version")
+    for f in ("event_id", "run_id", "app", "model"):
+        if not isinstance(ev.get(f), str) or not ev.get(f):
+            p.append(f"{f} not a non-empty string")
+    if not isinstance(ev.get("ts"), str) or not TS_RE.match(ev["ts"]):
+        p.append(f"ts {ev.get('ts')!r}")
+    for f in ("route", "provider", "prompt_version", "tenant", "conversation_id", "finish_reason", "error_type",
+              "request_text", "response_text"):
+        if f in ev and not isinstance(ev[f], str):
+            p.append(f"{f} not a string")
+    for f in ("input_tokens", "output_tokens"):
+        if f in ev and not (_is_int(ev[f]) and ev[f] >= 0):
+            p.append(f"{f} {ev[f]!r}")
+    for f in ("cost_usd", "latency_s"):
+        if f in ev and not (_is_num(ev[f]) and ev[f] >= 0):
+            p.append(f"{f} {ev[f]!r}")
+    for f in ("refusal", "request_flagged"):
+        if f in ev and not isinstance(ev[f], bool):
+            p.append(f"{f} not bool")
+    if "subject" in ev:
+        s = ev["subject"]
+        if not isinstance(s, dict) or not all(isinstance(k, str) and isinstance(v, list) and
+                                              all(isinstance(i, str) for i in v) for k, v in s.items()):
+            p.append("subject")
+    if "tool_calls" in ev:
+        tcs = ev["tool_calls"]
+        if not isinstance(tcs, list) or not tcs:
+            p.append("tool_calls not a non-empty list")
+        for tc in tcs or []:
+            if not (isinstance(tc, dict) and isinstance(tc.get("name"), str) and isinstance(tc.get("call_id"), str)
+                    and isinstance(tc.get("arguments"), dict)):
+                p.append(f"tool call {tc!r}")
+            elif "side_effect" in tc and not isinstance(tc["side_effect"], bool):
+                p.append("side_effect not bool")
+            elif "result" in tc and not isinstance(tc["result"], dict):
+                p.append("result not an object")
+            elif set(tc) - {"name", "call_id", "arguments", "side_effect", "result"}:
+                p.append(f"tool call has extra keys {set(tc)}")
+    if "feedback" in ev and not isinstance(ev["feedback"], dict):
+        p.append("feedback")
+    if "metrics" in ev and not (isinstance(ev["metrics"], dict) and
+                                all(isinstance(k, str) and _is_num(v) for k, v in ev["metrics"].items())):
+        p.append("metrics")
+    if any(k.startswith("_") for k in ev):
+        p.append("private key leaked")
+    return p
+
+
+def _ts(s: str) -> float:
+    return parse_time(s)
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def short_events():
+    # 1 h around the daily peak at 3 ev/s
+    events, labels = generate(seed=5, start=START + 13 * 3600, duration_s=3600, rate=3.0)
+    return list(events), labels
+
+
+@pytest.fixture(scope="module")
+def incident_run():
+    """6 h with one incident of each kind; every event carries the ground-truth `refusal` flag."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gen_mod, "REFUSAL_FIELD_FRACTION", 1.0)
+    try:
+        events, labels = generate(seed=11, start=START + 9 * 3600, duration_s=6 * 3600, rate=1.0)
+        evs = list(events)
+    finally:
+        mp.undo()
+    return evs, labels
+
+
+# ------------------------------------------------------------------ tests
+
+def test_parse_duration_and_time():
+    assert parse_duration("90s") == 90
+    assert parse_duration("30m") == 1800
+    assert parse_duration("6h") == 6 * 3600
+    assert parse_duration("1d") == 86400
+    assert parse_duration("2d") == 2 * 86400
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+    assert parse_time("2026-01-05T00:00:00Z") == START
+    assert parse_time("2026-01-05T01:00:00+01:00") == START
+    assert parse_time(str(START)) == START
+
+
+def _cli(tmp_path, name, *extra):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out, lab = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.labels.jsonl"
+    args = p.parse_args(["--start", "2026-01-05T12:00:00Z", "--duration", "15m", "--rate", "3",
+                         "--out", str(out), "--labels", str(lab), *extra])
+    assert run(args) == 0
+    return out.read_bytes(), lab.read_bytes()
+
+
+def test_determinism_same_seed_same_bytes(tmp_path):
+    a = _cli(tmp_path, "a", "--seed", "7")
+    b = _cli(tmp_path, "b", "--seed", "7")
+    c = _cli(tmp_path, "c", "--seed", "8")
+    assert a[0] == b[0] and a[1] == b[1]
+    assert len(a[0]) > 50_000
+    assert a[0] != c[0]
+
+
+def test_determinism_labels_long_run():
+    _, l1 = generate(seed=3, start=START, duration_s=7 * 86400, rate=3.0)
+    _, l2 = generate(seed=3, start=START, duration_s=7 * 86400, rate=3.0)
+    _, l3 = generate(seed=4, start=START, duration_s=7 * 86400, rate=3.0)
+    assert l1 == l2 and l1 != l3
+    assert Counter(l["kind"] for l in l1) == {k: 7 for k in KINDS}
+
+
+def test_events_follow_contract(short_events):
+    events, _ = short_events
+    assert len(events) > 5000
+    for ev in events:
+        problems = validate_event(ev)
+        assert not problems, (problems, ev)
+        json.dumps(ev)  # JSON-ready
+    assert len({e["event_id"] for e in events}) == len(events)
+    apps = Counter(e["app"] for e in events)
+    assert set(apps) == {"support-bot", "order-agent", "research-agent", "code-assistant"}
+    assert all(e["model"] in PRICES for e in events)
+    # cost_usd present on ~70 %, consistent with the price table when present
+    with_cost = [e for e in events if "cost_usd" in e]
+    assert 0.6 < len(with_cost) / len(events) < 0.8
+    for e in with_cost[:500]:
+        pin, pout = PRICES[e["model"]]
+        assert e["cost_usd"] == pytest.approx((e["input_tokens"] * pin + e["output_tokens"] * pout) / 1e6, abs=1e-7)
+    assert {"stop", "tool_calls"} <= {e.get("finish_reason") for e in events}
+    assert any(e.get("error_type") for e in events)
+    assert any("@" in e.get("request_text", "") for e in events)  # PII material for privacy tests
+
+
+def test_events_sorted_and_runs_ordered(short_events):
+    events, _ = short_events
+    ts = [e["ts"] for e in events]
+    assert ts == sorted(ts)
+    assert ts[0] >= "2026-01-05T13:00:00.000Z" and ts[-1] < "2026-01-05T14:00:00.000Z"
+    by_run = defaultdict(list)
+    for e in events:
+        by_run[e["run_id"]].append(e["ts"])
+    multi = [v for v in by_run.values() if len(v) > 1]
+    assert multi, "agent runs have several steps"
+    assert all(len(set(v)) == len(v) for v in multi)  # strictly increasing within a run
+
+
+def test_rate_is_roughly_right(short_events):
+    events, _ = short_events
+    # 13:00-14:00 UTC on a weekday is near the daily peak: above the daily mean, below 2.5x
+    assert 3.0 * 3600 < len(events) < 3.0 * 3600 * 2.5
+
+
+def test_one_label_per_kind_per_day():
+    for seed in (1, 2, 3):
+        _, labels = generate(seed=seed, start=START, duration_s=86400, rate=3.0)
+        assert Counter(l["kind"] for l in labels) == {k: 1 for k in KINDS}
+        for l in labels:
+            assert set(l) <= {"kind", "start", "end", "segment", "note", "run_id"}
+            assert TS_RE.match(l["start"]) and TS_RE.match(l["end"])
+            assert _ts(l["start"]) >= START + 3 * 3600
+            assert l["start"] <= l["end"] and _ts(l["end"]) <= START + 86400
+            assert l["segment"]["app"] and l["segment"]["route"]
+        fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+        assert set(fr["segment"]) == {"app", "route", "model", "prompt_version"}
+        assert 30 * 60 - 1 <= _ts(fr["end"]) - _ts(fr["start"]) <= 90 * 60 + 1
+        cs = next(l for l in labels if l["kind"] == "cost_spike")
+        assert set(cs["segment"]) == {"app", "route"}
+        for k in ("wrong_entity_action", "token_spike"):
+            assert next(l for l in labels if l["kind"] == k)["run_id"].startswith("run_")
+    _, none = generate(seed=1, start=START, duration_s=86400, rate=3.0, incidents=False)
+    assert none == []
+
+
+def _in_segment(ev, seg):
+    return all(ev.get(k) == v for k, v in seg.items())
+
+
+def test_refusal_base_rate_and_false_refusal_spike(incident_run):
+    events, labels = incident_run
+    fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+    a, b = fr["start"], fr["end"]
+    chat = [e for e in events if e["app"] == "support-bot" and "response_text" in e]
+    assert all("refusal" in e for e in chat)
+    outside = [e for e in chat if not (a <= e["ts"] <= b)]
+    base = sum(e["refusal"] for e in outside) / len(outside)
+    assert 0.005 < base < 0.05, base
+    ordinary_out = [e for e in outside if not e.get("request_flagged")]
+    assert sum(e["refusal"] for e in ordinary_out) / len(ordinary_out) < 0.04
+    flagged = [e for e in chat if e.get("request_flagged")]
+    assert flagged and sum(e["refusal"] for e in flagged) / len(flagged) > 0.6
+
+    inside = [e for e in chat if a <= e["ts"] <= b and _in_segment(e, fr["segment"])]
+    assert len(inside) >= 30
+    spike = sum(e["refusal"] for e in inside if not e.get("request_flagged")) / len(inside)
+    assert spike > 0.2 and spike > 5 * base, (spike, base)
+    # the bad version only exists inside the window, and the route goes back afterwards
+    seg_route = [e for e in chat if e["route"] == fr["segment"]["route"]]
+    bad = [e for e in seg_route if e["prompt_version"] == fr["segment"]["prompt_version"]]
+    # (requests in flight at the rollback complete up to a few seconds after it)
+    late = gen_mod.format_ts(_ts(b) + 120)
+    assert bad and all(a <= e["ts"] <= late for e in bad)
+    after = [e for e in seg_route if e["ts"] > late]
+    assert after and after[0]["prompt_version"] != fr["segment"]["prompt_version"]
+    # refusals are phrased in many ways
+    texts = {e["response_text"] for e in chat if e["refusal"]}
+    assert len(texts) > 0.7 * len([e for e in chat if e["refusal"]])
+
+
+def _side_effect_violations(run_events):
+    """Side-effecting tool calls whose order_id is neither in subject nor in an earlier result."""
+    known: set[str] = set()
+    bad = []
+    for ev in run_events:
+        known.update(ev.get("subject", {}).get("order_id", []))
+        for tc in ev.get("tool_calls", []):
+            oid = tc["arguments"].get("order_id")
+            if tc["name"] in SIDE_EFFECT_TOOLS and oid is not None and oid not in known:
+                bad.append((ev, tc))
+        for tc in ev.get("tool_calls", []):
+            known.update(re.findall(r"#W\d+", json.dumps(tc.get("result", {}))))
+    return bad
+
+
+def test_wrong_entity_action(incident_run):
+    events, labels = incident_run
+    we = next(l for l in labels if l["kind"] == "wrong_entity_action")
+    by_run = defaultdict(list)
+    for e in events:
+        if e["app"] == "order-agent":
+            by_run[e["run_id"]].append(e)
+    run_evs = by_run[we["run_id"]]
+    bad = _side_effect_violations(run_evs)
+    assert len(bad) == 1
+    ev, tc = bad[0]
+    assert ev["ts"] == we["start"] == we["end"]
+    assert tc["arguments"]["order_id"] not in ev["subject"]["order_id"]
+    assert _in_segment(ev, we["segment"])
+    # every other order-agent run only acts on entities it was given or has read
+    others = {rid: evs for rid, evs in by_run.items() if rid != we["run_id"]}
+    assert sum(1 for evs in others.values() for e in evs for tc in e.get("tool_calls", [])
+               if tc["name"] in SIDE_EFFECT_TOOLS) > 50
+    assert not [v for evs in others.values() for v in _side_effect_violations(evs)]
+
+
+def test_token_spike_run(incident_run):
+    events, labels = incident_run
+    ts_l = next(l for l in labels if l["kind"] == "token_spike")
+    run_evs = [e for e in events if e["run_id"] == ts_l["run_id"]]
+    assert 40 <= len(run_evs) <= 150
+    assert run_evs[0]["ts"] == ts_l["start"] and run_evs[-1]["ts"] == ts_l["end"]
+    assert 9 * 60 <= _ts(ts_l["end"]) - _ts(ts_l["start"]) <= 41 * 60
+    assert run_evs[-1]["input_tokens"] > 5 * run_evs[0]["input_tokens"]
+    normal_max = max(Counter(e["run_id"] for e in events if e["run_id"] != ts_l["run_id"]).values())
+    assert normal_max < 40
+
+
+def test_cost_spike_switches_model(incident_run):
+    events, labels = incident_run
+    cs = next(l for l in labels if l["kind"] == "cost_spike")
+    seg = [e for e in events if _in_segment(e, cs["segment"])]
+    inside = [e for e in seg if cs["start"] <= e["ts"] <= cs["end"]]
+    before = [e for e in seg if e["ts"] < cs["start"]]
+    assert inside and before
+    # requests in flight at the switch complete on the old model; nearly all are on the new one
+    m, n = Counter(e["model"] for e in inside).most_common(1)[0]
+    assert n >= 0.9 * len(inside) and m != before[-1]["model"]
+    assert m in cs["note"]
+    old = before[-1]["model"]
+    ratio = (10 * PRICES[m][0] + PRICES[m][1]) / (10 * PRICES[old][0] + PRICES[old][1])
+    assert 10 <= ratio <= 30
+
+
+def test_benign_churn_exists(incident_run):
+    events, labels = incident_run
+    fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+    versions = defaultdict(set)
+    for e in events:
+        if e.get("prompt_version") != fr["segment"]["prompt_version"] or e["route"] != fr["segment"]["route"]:
+            versions[(e["app"], e["route"])].add(e["prompt_version"])
+    assert any(len(v) > 1 for v in versions.values()), "benign prompt rollouts"
+    _, labels_day = generate(seed=11, start=START, duration_s=86400, rate=3.0)
+    assert len(labels_day) == 4  # churn is not labelled
+
+
+def test_no_incidents_has_no_spike():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gen_mod, "REFUSAL_FIELD_FRACTION", 1.0)
+    try:
+        events, labels = generate(seed=11, start=START + 8 * 3600, duration_s=3 * 3600, rate=1.0, incidents=False)
+        chat = [e for e in events if e["app"] == "support-bot" and "refusal" in e]
+    finally:
+        mp.undo()
+    assert labels == []
+    rate = sum(e["refusal"] for e in chat) / len(chat)
+    assert rate < 0.05
