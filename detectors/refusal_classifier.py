@@ -197,6 +197,12 @@ def _copula_before(t: str, s: int) -> bool:
     return bool(w) and w[-1] in ("that's", "it's", "is", "be", "goes", "go", "was", "this's")
 
 
+def _negation_other_before(t: str, s: int) -> bool:
+    """Portuguese/Italian 'não posso ajudar', 'non posso aiutare'."""
+    w = _prev_words(t, s, 1)
+    return bool(w) and w[-1] in ("não", "nao", "non")
+
+
 def _only_before(t: str, s: int) -> bool:
     """'I can only' / "I'm only" / 'I am only'."""
     w = _prev_words(t, s, 2)
@@ -262,7 +268,9 @@ _VERB = (
     r"|handle|grant|recommend|encourage|endorse|facilitate|enable|carry\s+out|accommodate"
     r"|release|retrieve|get\s+around|bypass|circumvent|go\s+(?:there|along|ahead)|let\s+you"
     r"|play\s+along|pretend|roleplay|role-play|impersonate|check\s+on|explain\s+how\s+to"
-    r"|contribute|work\s+on|put\s+together|come\s+up\s+with|find\s+a\s+way"
+    r"|contribute|work\s+on|put\s+together|come\s+up\s+with|find\s+a\s+way|take\s+care\s+of"
+    r"|look\s+into|deal\s+with|go\s+into\s+(?:that|this|it|those|these|details)|arrange|approve"
+    r"|authori[sz]e|research|compile|investigate|search|book|schedule|unlock|expedite|ship"
     r"|make\s+purchases|browse|with\s+(?:that|this|it))\b"
 )
 _MODALS = (
@@ -363,6 +371,23 @@ _GROUPS = (
         _pat(r"think\s+(?:i\s+(?:can|should)|it\s+would\s+be\s+appropriate)\b",
              before=_dont_before),
     ), (4.6, 2.2, 4.2)),
+    # "Our policy doesn't allow me to share that", "I'm not allowed to".
+    _Group("not_allowed", "decline", ("allow me", "permit me"), (
+        _pat(r"doesn'?t\s+(?:allow|permit)\s+me\s+to\b"),
+        _pat(r"does\s+not\s+(?:allow|permit)\s+me\s+to\b"),
+        _pat(r"don'?t\s+(?:allow|permit)\s+me\s+to\b"),
+        _pat(r"do\s+not\s+(?:allow|permit)\s+me\s+to\b"),
+    ), (5.2, 2.6, 5.0)),
+    # A few stock declines in other languages (the rest of this module is
+    # English-only): "Lo siento, no puedo ayudar con eso", "Das kann ich
+    # leider nicht tun", "Je ne peux pas vous aider".
+    _Group("decline_other_language", "decline", ("puedo", "kann", "peux", "posso"), (
+        _pat(r"no\s+puedo\s+(?:ayudar|hacer\s+eso|proporcionar|asistir)"),
+        _pat(r"kann\s+ich\s+(?:leider\s+)?nicht\s+(?:tun|helfen|machen)"),
+        _pat(r"kann\s+(?:ihnen\s+|dir\s+)?(?:dabei\s+)?(?:leider\s+)?nicht\s+helfen"),
+        _pat(r"ne\s+peux\s+pas\s+(?:vous\s+|t'|te\s+)?(?:aider|faire|fournir)"),
+        _pat(r"posso\s+(?:ajudar|aiutar)", before=_negation_other_before),
+    ), (5.2, 2.6, 5.0)),
     # Conversational stop signs.
     _Group("stop_sign", "decline", ("stop", "go there", "can do"), (
         _pat(r"no\s+can\s+do\b"),
@@ -481,7 +506,7 @@ _COMPLY_OPEN = re.compile(
     r"|here(?:'s|\s+is|\s+are)|step\s+1|short\s+answer|in\s+short)\b"
 )
 # "here's the fix", "here are three ideas" (not "here's why I can't").
-_HERE_IS = re.compile(r"here(?:'s|\s+is|\s+are)\s+(?!why|what\s+i|the\s+thing)")
+_HERE_IS = re.compile(r"(?<![a-z])here(?:'s|\s+is|\s+are)\s+(?!why|what\s+i|the\s+thing)")
 # Actions reported as done: "I've issued a replacement", "I went ahead and".
 _DONE_VERBS = (
     r"\s+(?:just\s+|now\s+|also\s+|already\s+|successfully\s+)?"

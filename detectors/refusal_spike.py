@@ -6,18 +6,22 @@ buckets, requests that were *not* flagged harmful upstream (``request_flagged`` 
 refusal of a harmful request is not false) and that carry a refusal verdict (``refusal`` None is
 excluded), and how many of them were refused.
 
-Each time a segment's event time enters a new bucket, the last ``window_s`` of buckets is tested
-against the baseline rate ``p0``:
+Each time a segment's event time enters a new bucket, the recent sub-windows (the last
+``short_window_s``, one bucket longer, ... up to ``window_s``) are tested against the baseline rate
+``p0``, and the most significant one that passes all of these is a breach — a sharp onset shows in a
+short sub-window before it moves a long one, a spike in a quiet segment only in the long one:
 
-- volume: at least ``min_volume`` requests in the window;
+- volume: at least ``min_volume`` requests and ``min_refused`` refusals in the sub-window;
 - significant: one-sided exact binomial test, P(X >= k | n, p0) < ``alpha`` (counts are divided by
   the segment's measured over-dispersion, at most ``max_dispersion``, so bursty traffic does not
   look more certain than it is);
 - material: ``rate - p0 >= min_increase`` and ``rate >= min_ratio * p0``.
 
 A breach held for ``for_s`` triggers (``detectors.lifecycle``); the incident resolves once the rate
-stays at or below ``p0 + clear_increase`` for ``clear_for_s`` (hysteresis), or when the segment gets
-no traffic for ``idle_resolve_s`` (e.g. the bad prompt version was rolled back).
+over the whole window stays at or below ``p0 + clear_increase`` for ``clear_for_s`` (hysteresis), or
+when the segment gets no traffic for ``idle_resolve_s`` (e.g. the bad prompt version was rolled
+back). Trigger and resolve share one ``dedup_key`` and severity: SEV-1 for a high rate at high
+volume, SEV-3 for a small rise or little traffic, else ``severity``.
 
 Baseline: decayed refusal counts (half-life ``baseline_half_life_s``) learnt only from buckets that
 left the window without ever being part of a breach or an open incident (score first, then learn;
@@ -98,10 +102,14 @@ class RefusalSpikeParams(DetectorParams):
     bucket_s: float = Field(default=15.0, gt=0, le=600)
     # Sliding evaluation window (refusals and requests summed over its buckets).
     window_s: float = Field(default=180.0, gt=0, le=3600)
+    # Shortest recent sub-window tested for a breach (sub-windows grow bucket by bucket to window_s).
+    short_window_s: float = Field(default=30.0, gt=0)
     # A bucket closes this long after its end (segment event time); keep = engine.allowed_lateness_s.
     grace_s: float = Field(default=30.0, ge=0)
     # Fewest ordinary requests in the window before a verdict is possible.
     min_volume: int = Field(default=20, ge=1)
+    # Fewest refused requests in the window: two refusals against a near-zero baseline are no spike.
+    min_refused: int = Field(default=4, ge=1)
     # One-sided binomial p-value below which the rise is significant.
     alpha: float = Field(default=1e-4, gt=0, lt=0.5)
     # Material: the window rate must exceed the baseline by this much (absolute) ...
@@ -145,6 +153,8 @@ class RefusalSpikeParams(DetectorParams):
     def _consistent(self) -> "RefusalSpikeParams":
         if self.window_s < self.bucket_s:
             raise ValueError("window_s must be at least bucket_s")
+        if not self.bucket_s <= self.short_window_s <= self.window_s:
+            raise ValueError("short_window_s must lie between bucket_s and window_s")
         if self.window_s / self.bucket_s > 240:
             raise ValueError("window_s / bucket_s must be at most 240 (bounded state)")
         if self.grace_s >= self.window_s:
@@ -182,7 +192,7 @@ class RefusalSpikeState(BaselineCounts):
     closed_until: float = -math.inf  # events before this are late
     late: int = 0
     lc: Lifecycle = field(default_factory=Lifecycle)
-    breach_start: float = 0.0  # start of the window that first breached
+    breach_start: float = 0.0  # start of the sub-window that first breached
     samples: list = field(default_factory=list)  # [run_id, event_id, excerpt], newest last
     # The last evaluation: [n, k, rate, p0, window_start, at]
     last_eval: list = field(default_factory=list)
@@ -209,7 +219,12 @@ class _Verdict:
     dispersion: float
     breached: bool
     cleared: bool
-    log_p: float = 0.0  # natural log of the p-value (0 when not computed)
+    # The most significant recent sub-window that is large and material enough (None: none is).
+    best_n: int = 0
+    best_k: int = 0
+    best_rate: float = 0.0
+    best_start: float = 0.0
+    log_p: float = 0.0  # natural log of its p-value (0 when not computed)
 
 
 # -- the detector -------------------------------------------------------------------------------
@@ -244,8 +259,7 @@ class RefusalSpikeDetector(Detector):
         ts = event.ts
         start = math.floor(ts / p.bucket_s) * p.bucket_s
         if ctx.late or start < st.closed_until:
-            st.late += 1
-            ctx.changed(self, st)
+            st.late += 1  # ctx.state already marked the state as changed
             return
         if ts > st.max_ts:
             st.max_ts = ts
@@ -268,7 +282,6 @@ class RefusalSpikeDetector(Detector):
                                        redact(event.response_text, 120) if event.response_text else ""])
                     del st.samples[:-p.evidence_samples]
         st.active = st.lc.active
-        ctx.changed(self, st)
 
     def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
         st = state
@@ -327,10 +340,10 @@ class RefusalSpikeDetector(Detector):
         was = lc.status
         action = self.policy.step(lc, at, verdict.breached, verdict.cleared)
         if was == "ok" and lc.status != "ok":
-            st.breach_start = verdict.window_start
-            lc.peak = verdict.rate
+            st.breach_start = verdict.best_start
+            lc.peak = 0.0
         if lc.active or verdict.breached:
-            lc.peak = max(lc.peak, verdict.rate)
+            lc.peak = max(lc.peak, verdict.rate, verdict.best_rate)
             for r in rows:
                 r[_TAINTED] = True
         elif verdict.n >= p.min_volume and verdict.p0 > 0:
@@ -346,6 +359,12 @@ class RefusalSpikeDetector(Detector):
 
     def _judge(self, st: RefusalSpikeState, rows: list, at: float, lo: float,
                ctx: Context) -> _Verdict:
+        """Clear on the whole window; breach on the most significant recent sub-window.
+
+        Sub-windows are the window's suffixes from ``short_window_s`` to ``window_s``: a sharp
+        onset shows in a short suffix before it moves the whole window, a slow trickle at low
+        volume only in the long one. Each must pass volume, refusals and materiality by itself.
+        """
         p = self.params
         n = sum(r[_N] for r in rows)
         k = sum(r[_K] for r in rows)
@@ -356,11 +375,24 @@ class RefusalSpikeDetector(Detector):
         v = _Verdict(at=at, window_start=window_start, n=n, k=k, flagged=flagged, rate=rate, p0=p0,
                      baseline_from=source, history_n=history, dispersion=disp, breached=False,
                      cleared=(n > 0 and rate <= p0 + p.clear_increase))
-        material = (n >= p.min_volume and history >= p.min_baseline_n
-                    and rate - p0 >= p.min_increase and rate >= p.min_ratio * p0)
-        if material:
-            v.log_p = self._log_pvalue(k, n, p0, disp)
-            v.breached = v.log_p < math.log(p.alpha)
+        if n < p.min_volume or k < p.min_refused or history < p.min_baseline_n:
+            return v  # no sub-window can pass either
+        log_alpha = math.log(p.alpha)
+        sn = sk = 0
+        for r in reversed(rows):
+            sn += r[_N]
+            sk += r[_K]
+            if at - r[_START] < p.short_window_s - 1e-9:
+                continue
+            if sn < p.min_volume or sk < p.min_refused:
+                continue
+            srate = sk / sn
+            if srate - p0 < p.min_increase or srate < p.min_ratio * p0:
+                continue
+            log_p = self._log_pvalue(sk, sn, p0, disp)
+            if not v.best_n or log_p < v.log_p:
+                v.best_n, v.best_k, v.best_rate, v.best_start, v.log_p = sn, sk, srate, r[_START], log_p
+        v.breached = bool(v.best_n) and v.log_p < log_alpha
         return v
 
     @staticmethod
@@ -380,6 +412,7 @@ class RefusalSpikeDetector(Detector):
                 hi = mid
             else:
                 lo = mid + 1
+        lo = max(lo, p.min_refused)
         return max(p0 + p.min_increase, p.min_ratio * p0, min(lo / n, 1.0) if n else 1.0)
 
     # -- baseline ------------------------------------------------------------------------------
@@ -422,10 +455,11 @@ class RefusalSpikeDetector(Detector):
 
     # -- incidents -----------------------------------------------------------------------------
     def _severity(self, v: _Verdict) -> str:
+        """Magnitude (rate of the breaching sub-window) and blast radius (requests in the window)."""
         p = self.params
-        if v.rate >= p.sev1_min_rate and v.n >= p.sev1_min_requests:
+        if v.best_rate >= p.sev1_min_rate and v.n >= p.sev1_min_requests:
             return "SEV-1"
-        if v.rate - v.p0 < p.sev3_max_increase or v.n < p.sev3_max_requests:
+        if v.best_rate - v.p0 < p.sev3_max_increase or v.n < p.sev3_max_requests:
             return "SEV-3"
         return p.severity
 
@@ -442,23 +476,26 @@ class RefusalSpikeDetector(Detector):
             "late_events": st.late,
         }
         if v is not None:
-            ev.update({"requests": v.n, "refused": v.k, "flagged_excluded": v.flagged,
+            ev.update({"window_requests": v.n, "window_refused": v.k, "flagged_excluded": v.flagged,
                        "baseline_from": v.baseline_from, "baseline_requests": round(v.history_n, 1),
-                       "dispersion": round(v.dispersion, 3),
-                       "p_value": math.exp(v.log_p) if v.log_p > -700 else 0.0})
+                       "dispersion": round(v.dispersion, 3)})
+            if v.best_n:
+                ev.update({"requests": v.best_n, "refused": v.best_k,
+                           "p_value": math.exp(v.log_p) if v.log_p > -700 else 0.0})
         return ev
 
     def _emit_trigger(self, st: RefusalSpikeState, v: _Verdict, now: float, ctx: Context) -> None:
+        summary = (f"{self._label(st.segment)}: {v.best_rate:.0%} of ordinary requests refused over "
+                   f"{_duration(v.at - v.best_start)} ({v.best_k} of {v.best_n}; baseline {v.p0:.1%})")
         severity = self._severity(v)
         st.lc.severity = severity
-        span = _duration(v.at - v.window_start)
-        summary = (f"{self._label(st.segment)}: {v.rate:.0%} of ordinary requests refused over {span} "
-                   f"({v.k} of {v.n}; baseline {v.p0:.1%})")
+        evidence = self._evidence(st, v)
         ctx.emit(self.incident(
             action="trigger", segment=st.segment, summary=summary, severity=severity,
-            window_start=st.breach_start, window_end=v.at, detected_at=now, ctx=ctx,
-            observed=v.rate, baseline=v.p0, threshold=self._critical_rate(v.n, v.p0, v.dispersion),
-            score=min(-v.log_p / math.log(10), SCORE_CAP), evidence=self._evidence(st, v)))
+            window_start=v.best_start, window_end=v.at, detected_at=now, ctx=ctx,
+            observed=v.best_rate, baseline=v.p0,
+            threshold=self._critical_rate(v.best_n, v.p0, v.dispersion),
+            score=min(-v.log_p / math.log(10), SCORE_CAP), evidence=evidence))
 
     def _emit_resolve(self, st: RefusalSpikeState, now: float, ctx: Context, idle: bool,
                       verdict: Optional[_Verdict]) -> None:

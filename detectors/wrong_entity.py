@@ -204,9 +204,9 @@ class WrongEntityAction(RunScopeMixin, Detector):
             run.active = True
         first = next((c for c in bad if c.money_moving), bad[0])
         arg, etype, _ = first.offending[0]
-        kind_txt = "money-moving " if first.money_moving else ""
-        summary = (f"{kind_txt}{first.call.name} acted on a {etype} outside run {event.run_id}'s subject "
-                   f"({arg}) on {segment_label(run.incident_segment)}")
+        kind_txt = " (moves money)" if first.money_moving else ""
+        summary = (f"{first.call.name}{kind_txt} called with {arg} outside the subject of run "
+                   f"{event.run_id} ({etype} not in its scope) on {segment_label(run.incident_segment)}")
         ctx.emit(self.incident(
             action="trigger", segment=run.incident_segment, summary=summary,
             window_start=event.ts, window_end=event.ts, detected_at=event.ts, ctx=ctx,

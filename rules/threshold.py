@@ -8,7 +8,7 @@ A rule in ``config/semwatch.yaml`` under ``rules:`` (``type: threshold`` is the 
       where: {route: checkout}   # equality filters (a list means any of; null means absent)
       group_by: [app, model]     # one window and one lifecycle per segment
       window_s: 300              # event-time sliding window, in buckets of bucket_s
-      min_volume: 50             # fewer events in the window: no decision (and counts as clear)
+      min_volume: 50             # fewer events: no decision (firing stays firing; an empty window clears)
       above: 0.2                 # or below: (exactly one)
       clear: 0.1                 # hysteresis: firing ends only at or below this (default: above)
       for_s: 120                 # the breach must hold this long before it fires
@@ -310,10 +310,11 @@ class WindowedDetector(Detector):
         while e <= target:
             totals, any_data = self._window_totals(state, e)
             value, volume = self._evaluate(totals)
-            if value is not None and volume < self.params.min_volume:
-                value = None
+            if volume < self.params.min_volume:
+                value = None  # too little to decide either way ...
             breached = value is not None and self._breached(value)
-            cleared = value is None or self._cleared(value)
+            # ... so a firing incident stays open, unless traffic stopped altogether.
+            cleared = not breached and (volume == 0 or (value is not None and self._cleared(value)))
             if not any_data and not breached and state.lc.status == "ok":
                 # Empty windows in a quiet segment all look alike: jump to the next data.
                 ahead = [i for i in state.buckets if i >= e]
@@ -600,7 +601,7 @@ class ThresholdRule(WindowedDetector):
             return (f"{p.name}: {what} = {self._fmt(value)}, {op} {self._fmt(p.threshold)} over "
                     f"{window_label(p.window_s)} on {segment_label(state.segment)} "
                     f"({state.volume} events)")
-        now = "no volume in the window" if value is None else f"{what} = {self._fmt(value)}"
+        now = "no traffic in the window" if value is None else f"{what} = {self._fmt(value)}"
         return (f"{p.name} resolved: {now} on {segment_label(state.segment)} "
                 f"(clears at {self._fmt(p.clear_at)})")
 

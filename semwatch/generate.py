@@ -35,6 +35,14 @@ per simulated day, each producing exactly one label:
 ``cost_spike``           a route is switched to a 10-30x more expensive model, then back.
                          segment = {app, route}; note names both models; start/end = the switches.
 
+Windows are the change times; requests already in flight at a switch complete (and are stamped) up
+to one request latency later on the configuration they started with.  Benign churn, unlabelled
+rate-limit bursts and heavy-tailed but legitimate runs (up to ~34 agent steps, 25k-token code
+contexts) are deliberately left in: they are the false-alarm material.
+
+Tool calls carry ``side_effect`` on ~70 % of order-agent runs only (as with real producers); the
+rest rely on the tool map in ``config/``.
+
 >>> events, labels = generate(seed=1, start=1767571200.0, duration_s=600, rate=2.0)
 >>> first = next(events)
 >>> first["schema_version"], first["ts"][:10]
@@ -1556,6 +1564,10 @@ class _Generator:
         evs = []
         terms = terms or [R.pick(_RQ_FILL["topic"])]
         loop_query = R.pick(terms)
+        # a runaway either repeats the very same call or cycles through near-duplicate variants
+        exact_loop = runaway and R.u() < 0.5
+        loop_urls = [("https://" + R.pick(_URL_HOSTS)).format(n=R.randint(1000, 9999), w=R.pick(_URL_WORDS))
+                     for _ in range(1 if exact_loop else 3)] if runaway else []
         for k in range(n_steps):
             last = k == n_steps - 1
             load = self.load(r.app, t)
@@ -1593,7 +1605,10 @@ class _Generator:
                     else:
                         name = "web_search" if (k == 0 or x < 0.4) else ("fetch_url" if x < 0.88 else "read_pdf")
                     if name == "web_search":
-                        query = loop_query if runaway else f"{R.pick(terms)} {R.pick(_QUERY_SUFFIX)}".strip()
+                        if runaway and exact_loop:
+                            query = loop_query
+                        else:
+                            query = f"{R.pick(terms)} {R.pick(_QUERY_SUFFIX)}".strip()
                         args = {"query": query}
                         res_tok = R.ln(650, 0.3)
                         res = {"results": [{"title": f"{R.pick(_RESEARCH_F)[:40]}...",
@@ -1601,7 +1616,10 @@ class _Generator:
                                            for _ in range(3)]}
                         tx = R.ln(1.1, 0.5)
                     elif name == "fetch_url":
-                        url = ("https://" + R.pick(_URL_HOSTS)).format(n=R.randint(1000, 9999), w=R.pick(_URL_WORDS))
+                        if runaway:
+                            url = R.pick(loop_urls)
+                        else:
+                            url = ("https://" + R.pick(_URL_HOSTS)).format(n=R.randint(1000, 9999), w=R.pick(_URL_WORDS))
                         args = {"url": url}
                         res_tok = R.ln(2600, 0.7)
                         res = {"status": 200, "chars": int(res_tok * 4)}

@@ -10,9 +10,8 @@ from typing import Iterable, Optional
 from semwatch.settings import Settings
 
 
-def make_producer(settings: Settings):
-    from kafka import KafkaProducer
-
+def client_security_kwargs(settings: Settings) -> dict:
+    """kafka-python keyword arguments for the configured security settings."""
     sec = settings.kafka_client_kwargs()
     kwargs = {"security_protocol": sec.pop("security_protocol")}
     if "sasl_mechanism" in sec:
@@ -20,6 +19,13 @@ def make_producer(settings: Settings):
                       sasl_plain_password=sec["sasl_plain_password"])
     if "ssl_context" in sec:
         kwargs["ssl_context"] = sec["ssl_context"]
+    return kwargs
+
+
+def make_producer(settings: Settings):
+    from kafka import KafkaProducer
+
+    kwargs = client_security_kwargs(settings)
     return KafkaProducer(bootstrap_servers=settings.bootstrap_servers().split(","), linger_ms=20,
                          batch_size=256 * 1024, max_request_size=16 * 1024 * 1024, acks=1, **kwargs)
 

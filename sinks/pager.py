@@ -49,7 +49,7 @@ from typing import Any, Hashable, Iterable, Optional, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 from pydantic import ValidationError
 
-from semwatch.models import Incident, describe_validation_error
+from semwatch.models import Incident, describe_validation_error, parse_ts
 from semwatch.settings import SettingsError, load_settings
 from sinks.alertmanager import DEFAULT_SEGMENT_LABELS, AlertmanagerTarget, check_segment_labels
 from sinks.pagerduty import DEFAULT_URL as PAGERDUTY_DEFAULT_URL
@@ -277,9 +277,15 @@ def parse_incident(value: Optional[bytes]) -> Incident:
     action = data.get("event_action")
     action = action if action in ACTIONS else "unknown"
     try:
-        return Incident.model_validate(data)
+        inc = Incident.model_validate(data)
     except ValidationError as exc:
         raise MalformedIncident(f"schema: {describe_validation_error(exc)}", action) from None
+    for name in ("detected_at", "window_start", "window_end"):  # the targets need real times
+        try:
+            parse_ts(getattr(inc, name))
+        except ValueError as exc:
+            raise MalformedIncident(f"schema: {name}: {exc}", action) from None
+    return inc
 
 
 class Pager:
@@ -619,7 +625,12 @@ def run(args) -> int:
                             "(it reads the incidents topic the workers write)")
     topic = getattr(args, "topic", None) or settings.topics.incidents
     metrics = PagerMetrics(targets=opts.target_names())
-    port = metrics.serve(args.metrics_port if args.metrics_port is not None else DEFAULT_METRICS_PORT)
+    wanted = args.metrics_port if args.metrics_port is not None else DEFAULT_METRICS_PORT
+    try:
+        port = metrics.serve(wanted)
+    except OSError as exc:
+        raise SettingsError(f"cannot serve /metrics on port {wanted} ({exc}); choose another with "
+                            "--metrics-port (0 = any free port)") from None
     print(f"semwatch: pager metrics at http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
     sender = HttpSender(metrics, opts.retry)
     targets = build_targets(opts, sender)
@@ -645,7 +656,7 @@ async def _main(settings, pager: Pager, opts: PagerOptions, *, topic: str, group
     try:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
-            log.info("stopping: letting an in-flight page finish (up to %.0fs)", stop_grace_s)
+            log.info("stopping (a page in flight gets up to %.0fs to finish)", stop_grace_s)
             done, _ = await asyncio.wait({task}, timeout=stop_grace_s)
             if not done:
                 log.warning("stopping: cancelling an unfinished page; it is delivered again after a restart")

@@ -109,6 +109,10 @@ class SemwatchApp:
         self.table = app.Table("state", default=None, partitions=settings.partitions,
                                schema=faust.Schema(key_type=str, key_serializer="json",
                                                    value_serializer=state_codec.CODEC_NAME))
+        # Faust derives table serializers from key/value types only; state objects need our codec.
+        # Set before the (lazily created) changelog topic and store read them.
+        self.table.key_serializer = "json"
+        self.table.value_serializer = state_codec.CODEC_NAME
         app.agent(self.runs_topic, name="validate")(self._validate)
         app.agent(self.keyed_topic, name="detect")(self._detect)
         if settings.otlp_enabled:

@@ -45,12 +45,43 @@ def run(args) -> int:
             broker.stop()
 
 
+def ensure_topics(settings) -> None:
+    """Create semwatch's topics with the configured partition count before Faust subscribes.
+
+    Brokers that auto-create topics on first metadata request (Tansu does) would otherwise create
+    them with their own default partition count, and the keyed topic and the state changelog must
+    agree. Existing topics are left as they are.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from semwatch.kafka_out import client_security_kwargs
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers().split(","),
+                             client_id=f"{settings.app_id}-admin", **client_security_kwargs(settings))
+    try:
+        names = [settings.topics.runs, settings.topics.incidents, settings.topics.dlq,
+                 f"{settings.app_id}.runs.keyed", f"{settings.app_id}-state-changelog"]
+        if settings.otlp_enabled:
+            names.append(settings.topics.otlp)
+        existing = set(admin.list_topics())
+        missing = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
 def _run_faust(settings, config) -> int:
     import faust
 
     from sinks.metrics import WorkerMetrics
     from streams.app import SemwatchApp
 
+    ensure_topics(settings)
     # Faust (mode) wants an event loop set before the app is built.
     asyncio.set_event_loop(asyncio.new_event_loop())
     metrics = WorkerMetrics()

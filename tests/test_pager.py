@@ -448,6 +448,38 @@ def test_parse_incident_names_the_field():
         parse_incident(json.dumps(bad).encode())
 
 
+def test_malformed_timestamps_are_rejected():
+    bad = incident().to_dict()
+    bad["detected_at"] = "yesterday"
+    with pytest.raises(pager_mod.MalformedIncident, match="detected_at") as err:
+        parse_incident(json.dumps(bad).encode())
+    assert err.value.event_action == "trigger"
+
+
+def test_metric_names_and_labels_are_the_fixed_ones(metrics):
+    """config/prometheus/semwatch-rules.yml and the dashboard depend on these names."""
+    families = {m.name: m for m in metrics.registry.collect()}
+    assert set(families) == {"semwatch_pages", "semwatch_page_attempts", "semwatch_page_delivery_seconds",
+                             "semwatch_pager_last_success_timestamp_seconds"}
+    labels = {s.name: set(s.labels) for m in families.values() for s in m.samples}
+    assert labels["semwatch_pages_total"] == {"target", "event_action", "outcome"}
+    assert labels["semwatch_page_attempts_total"] == {"target"}
+    assert labels["semwatch_page_delivery_seconds_bucket"] == {"le"}
+    metrics.last_success.labels("pagerduty").set(1)
+    assert {s.name: set(s.labels) for m in metrics.registry.collect() for s in m.samples}[
+        "semwatch_pager_last_success_timestamp_seconds"] == {"target"}
+
+
+def test_cli_without_a_target_is_a_clear_start_up_error(monkeypatch, capsys):
+    from semwatch import cli
+
+    for env in ("SEMWATCH_ALERTMANAGER_URL", "SEMWATCH_PAGERDUTY_URL", "SEMWATCH_PAGERDUTY_ROUTING_KEY"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("SEMWATCH_BROKER_URL", "kafka://127.0.0.1:9")
+    assert cli.main(["page", "--metrics-port", "0"]) == 2
+    assert "no paging target configured" in capsys.readouterr().err
+
+
 def test_metrics_start_at_zero(metrics):
     for target in ("alertmanager", "pagerduty"):
         for outcome in ("delivered", "duplicate", "failed", "rejected"):

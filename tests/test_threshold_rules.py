@@ -208,3 +208,17 @@ def test_result_does_not_depend_on_batching_or_ticks():
     b = Engine([rule], EngineOptions(allowed_lateness_s=0, tick_s=60))
     out_b = b.process_batch(events) + b.advance_to(T0 + 9000)
     assert out_a and [i.to_dict() for i in out_a] == [i.to_dict() for i in out_b]
+
+
+def test_low_volume_is_no_decision_but_an_empty_window_clears():
+    kw = dict(field="error_type", window_s=300, bucket_s=60, min_volume=20, above=0.2, group_by=["app"])
+    eng = engine(**kw)
+    out = feed(eng, stream(600, 5, error_type=lambda k: "x"))
+    assert [i.event_action for i in out] == ["trigger"]
+    # a trickle of clean traffic below min_volume: the incident stays open ...
+    out = feed(eng, stream(1200, 60, start=T0 + 600, error_type=lambda k: None))
+    assert out == []
+    # ... and resolves once the window holds no traffic at all
+    out = eng.advance_to(T0 + 1800 + 600)
+    assert [i.event_action for i in out] == ["resolve"]
+    assert "no traffic in the window" in out[0].summary

@@ -182,15 +182,20 @@ class PagerProcess:
         self.cmd = [sys.executable, "-m", "semwatch.cli", "page", "--metrics-port", str(self.metrics_port),
                     "--resend-interval-s", "5", "--retry-deadline-s", "20", "--backoff-base-s", "0.2"]
         self.proc: Optional[subprocess.Popen] = None
-        self.ready = threading.Event()
+        self.started = threading.Event()  # targets configured, metrics served
+        self.ready = threading.Event()  # in the consumer group with partitions assigned
 
-    def start(self, timeout: float = 90.0) -> "PagerProcess":
+    def start(self, timeout: float = 60.0) -> "PagerProcess":
+        """Started, not necessarily ready: the workers create the incidents topic with their first
+        incident, and the pager waits for it (reading from the earliest offset, it loses nothing)."""
+        self.started.clear()
+        self.ready.clear()
         self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=REPO, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        if not self.ready.wait(timeout):
+        if not self.started.wait(timeout):
             self.stop()
-            raise AssertionError(f"pager not ready within {timeout:.0f}s; log:\n{self.log()}")
+            raise AssertionError(f"pager not started within {timeout:.0f}s; log:\n{self.log()}")
         return self
 
     def _pump(self, proc: subprocess.Popen) -> None:
@@ -198,6 +203,8 @@ class PagerProcess:
             for line in proc.stderr:
                 log.write(line)
                 log.flush()
+                if b"semwatch: paging " in line:
+                    self.started.set()
                 if b"semwatch: pager ready" in line:
                     self.ready.set()
 
@@ -308,7 +315,10 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     records = consume(broker.bootstrap, "semwatch.incidents", timeout=60,
                       until=lambda rs: any(json.loads(r.value)["kind"] == "wrong_entity_action" for r in rs))
     incidents = [json.loads(r.value) for r in records]
-    (trigger,) = [i for i in incidents if i["kind"] == "wrong_entity_action" and i["event_action"] == "trigger"]
+    triggers = [i for i in incidents if i["kind"] == "wrong_entity_action" and i["event_action"] == "trigger"]
+    assert len(triggers) == 1, (f"expected one wrong_entity_action trigger on semwatch.incidents, got "
+                                f"{incidents}; worker log:\n{worker.log_tail()}")
+    trigger = triggers[0]
     assert trigger["severity"] == "SEV-1", trigger
     key = trigger["dedup_key"]
 
@@ -316,6 +326,7 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     firing = _wait(lambda: next((a for a in webhook.alerts()
                                  if a["labels"].get("dedup_key") == key and a["status"] == "firing"), None),
                    60, "the firing page at the webhook", diagnostics)
+    assert pager.ready.is_set()
     labels = firing["labels"]
     assert labels["alertname"] == "SemwatchIncident"
     assert labels["kind"] == "wrong_entity_action"
@@ -330,7 +341,15 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     assert pd_trigger["payload"]["class"] == "wrong_entity_action"
     assert pd_trigger["payload"]["custom_details"]["evidence"]["run_ids"] == ["run-wrong-1"]
 
-    # 3. Event time moves on past auto_resolve_s: the incident resolves, and so does the page.
+    # 3. A restart (SIGTERM, graceful) neither loses the open alert nor pages again: offsets were
+    #    committed after delivery, and the new pager rebuilds its open set from the topic.
+    assert pager.stop() == 0, pager.log()
+    pager.start()
+    _wait(lambda: "warm start: 1 incident record(s) already handled" in pager.log(), 60,
+          "the warm start of the restarted pager", diagnostics)
+    _wait(pager.ready.is_set, 60, "the restarted pager in its group", diagnostics)
+
+    # 4. Event time moves on past auto_resolve_s: the incident resolves, and so does the page.
     produce(broker.bootstrap, "semwatch.runs", event_records(later))
     resolved = _wait(lambda: next((a for a in webhook.alerts()
                                    if a["labels"].get("dedup_key") == key and a["status"] == "resolved"), None),
@@ -339,25 +358,37 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     _wait(lambda: any(e["event_action"] == "resolve" for e in pagerduty.of(key)), 30,
           "the PagerDuty resolve", diagnostics)
     assert [e["event_action"] for e in pagerduty.of(key)] == ["trigger", "resolve"]  # paged once
+    assert len([a for a in webhook.alerts() if a["labels"].get("dedup_key") == key
+                and a["status"] == "firing"]) == 1, "Alertmanager notified the firing alert once"
 
-    # 4. The pager's own metrics.
+    # 5. The pager's own metrics (of the restarted process: it handled the resolve).
     metrics = scrape(pager.metrics_port)
-    for target in ("alertmanager", "pagerduty"):
-        for action in ("trigger", "resolve"):
-            sample = f'semwatch_pages_total{{target="{target}",event_action="{action}",outcome="delivered"}}'
-            assert metrics.get(sample, 0) >= 1, (sample, metrics)
-        assert metrics[f'semwatch_pager_last_success_timestamp_seconds{{target="{target}"}}'] > 0
 
-    # 5. Prometheus scraped the worker (and the pager) and loaded the repository's rules.
+    def sample(name: str, **labels: str) -> float:
+        wanted = {f'{k}="{v}"' for k, v in labels.items()}
+        found = [v for series, v in metrics.items() if series.partition("{")[0] == name
+                 and set(series.partition("{")[2].rstrip("}").split(",")) == wanted]
+        assert len(found) == 1, (name, labels, metrics)
+        return found[0]
+
+    for target in ("alertmanager", "pagerduty"):
+        assert sample("semwatch_pages_total", target=target, event_action="resolve", outcome="delivered") == 1
+        for action in ("trigger", "resolve"):
+            for outcome in ("failed", "rejected"):
+                assert sample("semwatch_pages_total", target=target, event_action=action, outcome=outcome) == 0
+        assert sample("semwatch_pager_last_success_timestamp_seconds", target=target) > 0
+
+    # 6. Prometheus scraped the worker (and the pager) and loaded the repository's rules.
     series = _wait(lambda: prometheus.query(
         'semwatch_incidents_total{job="semwatch-worker",kind="wrong_entity_action",event_action="trigger"}'),
         30, "semwatch_incidents_total in Prometheus", prometheus.log)
     assert sum(float(s["value"][1]) for s in series) >= 1
-    _wait(lambda: prometheus.query('sum(semwatch_pages_total{job="semwatch-pager",outcome="delivered"}) >= 4'),
+    _wait(lambda: prometheus.query(
+        'sum(semwatch_pages_total{job="semwatch-pager",event_action="resolve",outcome="delivered"}) >= 2'),
           30, "the pager's semwatch_pages_total in Prometheus", prometheus.log)
     groups = {g["name"]: g for g in prometheus.api("rules")["groups"]}
     assert {"semwatch.recording", "semwatch.incidents", "semwatch.pipeline"} <= set(groups)
     assert all(r["health"] in ("ok", "unknown") for g in groups.values() for r in g["rules"]), groups
 
-    # 6. A graceful stop on SIGTERM.
+    # 7. A graceful stop on SIGTERM.
     assert pager.stop() == 0, pager.log()
