@@ -20,6 +20,7 @@ with these detectors; the difference is what these detectors cost per event.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import sys
@@ -54,9 +55,10 @@ def prices() -> PriceTable:
 
 
 def events_for(seed: int, start: float, duration: float, rate: float) -> tuple[list[dict], list[dict]]:
-    """Generated events (cached on disk: generating a day takes ~30 s)."""
+    """Generated events (cached on disk by generator version: generating a day takes ~30 s)."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"gen-{seed}-{start:.0f}-{duration:.0f}-{rate:g}.pkl"
+    version = hashlib.sha256((ROOT / "semwatch" / "generate.py").read_bytes()).hexdigest()[:12]
+    path = CACHE / f"gen-{version}-{seed}-{start:.0f}-{duration:.0f}-{rate:g}.pkl"
     if path.exists():
         with open(path, "rb") as fh:
             return pickle.load(fh)

@@ -68,6 +68,25 @@ def segment_getter(group_by: tuple[str, ...]):
     return lambda event: {f: (event.segment_value(f) or "") for f in fields}
 
 
+_NUM_FIELDS = frozenset(("input_tokens", "output_tokens", "cost_usd", "latency_s"))
+
+
+def _total_tokens(event: RunEvent) -> Optional[float]:
+    i, o = event.input_tokens, event.output_tokens
+    if i is None and o is None:
+        return None
+    return float((i or 0) + (o or 0))
+
+
+def value_getter(field_name: str):
+    """A function event -> float or None for ``field_name`` (RunEvent.numeric, with fast paths)."""
+    if field_name == "total_tokens":
+        return _total_tokens
+    if field_name in _NUM_FIELDS:  # validated numbers (finite, >= 0) or None
+        return lambda event: getattr(event, field_name)
+    return lambda event: event.numeric(field_name)
+
+
 def default_kind(field_name: str) -> str:
     """token_spike for token fields and steps, cost_spike for cost_usd, threshold otherwise."""
     if field_name in TOKEN_FIELDS or field_name == "steps":
@@ -147,17 +166,22 @@ class RunOutlierParams(DetectorParams):
     # than a log-normal, so the median/MAD alone would page on the day's largest normal run.
     tail_ratio: float = Field(default=3.0, ge=0)
     min_value: float = Field(default=0.0, ge=0)  # and x >= min_value (up): tiny values never page
+    # per: run: the adaptive check needs at least this many steps — one call cannot run away, and
+    # single huge calls are heavy-tailed but normal (watch those with per: event).
+    min_steps: int = Field(default=3, ge=1)
     min_samples: int = Field(default=50, ge=5)  # warm-up: baseline samples before any adaptive flag
     baseline_size: int = Field(default=256, ge=16, le=4096)  # samples kept (a ring)
     sample_every_s: float = Field(default=5.0, ge=0)  # at most one new sample (run or event) per this
     run_gap_s: float = Field(default=180.0, ge=0)  # per run: a run idle this long counts as finished
     min_log_scale: float = Field(default=0.1, gt=0)  # floor of the robust scale (log units)
-    refresh_s: float = Field(default=30.0, gt=0)  # recompute median/MAD/tail at most this often
+    refresh_s: float = Field(default=30.0, gt=0)  # recompute median/MAD/tail at most this often ...
+    refresh_min_new: int = Field(default=4, ge=1)  # ... and once this many new samples came
     # -- absolute caps (per: run), flag a run whatever the baseline says --
     max_steps: Optional[int] = Field(default=None, ge=1)  # more steps (events) than this in one run
     max_value: Optional[float] = Field(default=None, gt=0)  # cumulative value above this in one run
-    # The same tool call (name and arguments) more than this many times in one run: a loop.
-    max_repeats: Optional[int] = Field(default=None, ge=1)
+    # More than this many tool calls in one run that repeat an earlier call of the run exactly
+    # (same tool name and arguments): a loop, even one cycling through a few calls.
+    max_repeated_calls: Optional[int] = Field(default=None, ge=1)
     # -- the incident --
     min_outliers: int = Field(default=1, ge=1)  # flagged runs/events (within quiet_s) before a trigger
     quiet_s: float = Field(default=600.0, gt=0)  # resolve after this long without a new outlier
@@ -172,14 +196,14 @@ class RunOutlierParams(DetectorParams):
     def _consistent(self) -> "RunOutlierParams":
         if self.per == "run" and self.direction != "up":
             raise ValueError("per: run watches cumulative values, which only grow: use direction: up")
-        if self.per == "event" and (self.max_steps is not None or self.max_repeats is not None
+        if self.per == "event" and (self.max_steps is not None or self.max_repeated_calls is not None
                                     or self.field == "steps"):
-            raise ValueError("steps, max_steps and max_repeats need per: run")
+            raise ValueError("steps, max_steps and max_repeated_calls need per: run")
         if self.per == "event" and self.max_value is not None and self.direction != "up":
             raise ValueError("max_value is an upper cap: use direction: up")
         if not self.adaptive and self.max_steps is None and self.max_value is None \
-                and self.max_repeats is None:
-            raise ValueError("adaptive: false needs max_steps, max_value or max_repeats, "
+                and self.max_repeated_calls is None:
+            raise ValueError("adaptive: false needs max_steps, max_value or max_repeated_calls, "
                              "or nothing can fire")
         if self.field == "count":
             raise ValueError("field: count is for rate_spike; use field: steps (per: run) here")
@@ -196,10 +220,11 @@ class RunState(SegmentState):
     has_value: bool = False
     ticket: int = -1  # its sample in the segment's ring (-1: not sampled)
     flagged: bool = False
-    # max_repeats: crc32 of (tool name, arguments) -> calls so far (at most MAX_CALL_KEYS keys)
+    # max_repeated_calls: crc32 of (tool name, arguments) -> calls so far (<= MAX_CALL_KEYS keys)
     calls: Optional[dict] = None
-    repeats: int = 0  # the most calls of one (name, arguments)
-    repeated_tool: Optional[str] = None  # ... and its tool name
+    repeats: int = 0  # calls that repeated an earlier call of this run exactly
+    top_calls: int = 0  # the most calls of one (name, arguments) ...
+    top_tool: Optional[str] = None  # ... and its tool name
 
 
 @dataclass
@@ -246,8 +271,9 @@ class RunOutlier(Detector):
         self._group_by = p.group_by
         # Steps and repeated calls count even on events that do not carry the field.
         self._counts_without_value = self._per_run and (p.max_steps is not None
-                                                        or p.max_repeats is not None)
+                                                        or p.max_repeated_calls is not None)
         self._segment = segment_getter(p.group_by)
+        self._value = value_getter(p.field)
 
     # -- state factories -------------------------------------------------------------------------
     def _new_segment(self) -> OutlierState:
@@ -263,7 +289,7 @@ class RunOutlier(Detector):
         if self._steps_field:
             v: Optional[float] = 1.0
         else:
-            v = event.numeric(self._fieldname)
+            v = self._value(event)
             if v is None and not self._counts_without_value:
                 return
         seg = self._segment(event)
@@ -287,7 +313,7 @@ class RunOutlier(Detector):
         ring = st.ring
         if ring is not None:
             ring.add(math.log1p(v if v > 0 else 0.0), ts, p.sample_every_s)
-            if ring.due(ts, p.refresh_s):
+            if ring.due(ts, p.refresh_s, p.refresh_min_new):
                 self._refresh(st, ts, ts)
 
     def _observe_run(self, event: RunEvent, seg: dict, v: Optional[float], ctx: Context) -> None:
@@ -298,9 +324,7 @@ class RunOutlier(Detector):
         st = ctx.state(self, seg, self._new_segment, ts) if p.adaptive else None
         if p.adaptive and st is None:
             return
-        run_seg = dict(seg)
-        run_seg["run_id"] = event.run_id
-        run = ctx.state(self, run_seg, self._new_run, ts)
+        run = ctx.state(self, {**seg, "run_id": event.run_id}, self._new_run, ts)
         if run is None:
             return
         ring = st.ring if st is not None else None
@@ -318,16 +342,16 @@ class RunOutlier(Detector):
             if st is not None:
                 self._still_outlying(st, event, run, ts)
             return
-        if p.max_repeats is not None and event.tool_calls:
+        if p.max_repeated_calls is not None and event.tool_calls:
             self._count_calls(run, event)
         reason = None
         if p.max_steps is not None and run.steps > p.max_steps:
             reason = "steps"
-        elif p.max_repeats is not None and run.repeats > p.max_repeats:
+        elif p.max_repeated_calls is not None and run.repeats > p.max_repeated_calls:
             reason = "repeats"
         elif p.max_value is not None and run.total > p.max_value:
             reason = "cap"
-        elif st is not None and run.has_value and run.total >= st.hi:
+        elif st is not None and run.has_value and run.total >= st.hi and run.steps >= p.min_steps:
             reason = "adaptive"
         if reason is not None:
             run.flagged = True
@@ -341,7 +365,7 @@ class RunOutlier(Detector):
         if ring is not None:
             if run.has_value and run.ticket >= 0:
                 ring.write(run.ticket, math.log1p(run.total), ts)
-            if ring.due(ts, p.refresh_s):
+            if ring.due(ts, p.refresh_s, p.refresh_min_new):
                 self._refresh(st, ts, ts - p.run_gap_s)
 
     @staticmethod
@@ -356,10 +380,12 @@ class RunOutlier(Detector):
                 if len(calls) >= MAX_CALL_KEYS:
                     continue
                 n = 0
+            else:
+                run.repeats += 1
             calls[key] = n + 1
-            if n + 1 > run.repeats:
-                run.repeats = n + 1
-                run.repeated_tool = tc.name
+            if n + 1 > run.top_calls:
+                run.top_calls = n + 1
+                run.top_tool = tc.name
 
     def _refresh(self, st: OutlierState, now: float, finished_before: float) -> None:
         p = self.params
@@ -382,8 +408,8 @@ class RunOutlier(Detector):
         if reason == "steps":
             return steps / p.max_steps, steps / p.max_steps, float(p.max_steps), float(p.max_steps)
         if reason == "repeats":
-            r = run.repeats / p.max_repeats
-            return r, r, float(p.max_repeats), float(p.max_repeats)
+            r = run.repeats / p.max_repeated_calls
+            return r, r, float(p.max_repeated_calls), float(p.max_repeated_calls)
         if reason == "cap":
             return value / p.max_value, value / p.max_value, p.max_value, p.max_value
         ring = st.ring
@@ -470,9 +496,9 @@ class RunOutlier(Detector):
             return (f"{where}: run {event.run_id} is looping: {steps} steps (limit {p.max_steps})"
                     f"{extra}")
         if reason == "repeats":
-            return (f"{where}: run {event.run_id} is looping: {run.repeated_tool} called "
-                    f"{run.repeats} times with the same arguments in {steps} steps "
-                    f"(limit {p.max_repeats}){extra}")
+            return (f"{where}: run {event.run_id} is looping: {run.repeats} tool calls repeated "
+                    f"an earlier call exactly (limit {p.max_repeated_calls}; {run.top_tool} "
+                    f"{run.top_calls}× with the same arguments) in {steps} steps{extra}")
         if reason == "cap":
             return f"{where}: run {event.run_id} used {used} (limit {amount(f, p.max_value)})"
         return (f"{where}: run {event.run_id} used {used} "
@@ -516,19 +542,19 @@ class RunawayLoopParams(RunOutlierParams):
     severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
     per: Literal["run", "event"] = "run"
     adaptive: bool = False  # absolute caps only; set true to add the adaptive check as well
-    max_steps: Optional[int] = Field(default=60, ge=1)  # more steps (events) than this is a loop
+    max_steps: Optional[int] = Field(default=50, ge=1)  # more steps (events) than this is a loop
     max_value: Optional[float] = Field(default=None, gt=0)  # e.g. 5000000 tokens in one run
-    max_repeats: Optional[int] = Field(default=12, ge=1)  # the same tool call more often than this
+    max_repeated_calls: Optional[int] = Field(default=24, ge=1)  # exact repeats of earlier calls
     escalate_ratio: tuple[float, ...] = (4.0,)  # SEV-1 at 4 × the cap
 
 
 @register
 class RunawayLoop(RunOutlier):
-    """A run with more than ``max_steps`` steps, the same tool call more than ``max_repeats``
-    times, or cumulative ``field`` above ``max_value``.
+    """A run with more than ``max_steps`` steps, more than ``max_repeated_calls`` exact repeats of
+    its own earlier tool calls, or cumulative ``field`` above ``max_value``.
 
     >>> RunawayLoop.Params(name="runaway-loop", type="runaway_loop").max_steps
-    60
+    50
     """
 
     type_name = "runaway_loop"
@@ -638,6 +664,8 @@ class RateSpike(Detector):
         self._count = p.field == "count"
         self._fieldname = p.field
         self._segment = segment_getter(p.group_by)
+        self._value = value_getter(p.field)
+        self._bucket_s = p.bucket_s
         self._mean = p.aggregate == "mean"
         self._w = max(1, int(round(p.window_s / p.bucket_s)))
         self._window_min = self._w * p.bucket_s / 60.0
@@ -664,14 +692,14 @@ class RateSpike(Detector):
         if self._count:
             v: Optional[float] = 1.0
         else:
-            v = event.numeric(self._fieldname)
+            v = self._value(event)
             if v is None:
                 return
         ts = event.ts
         st = ctx.state(self, self._segment(event), self._new_state, ts)
         if st is None:
             return
-        b = int(ts // self.params.bucket_s)
+        b = int(ts // self._bucket_s)
         if b > st.bucket:
             if st.bucket >= 0:
                 self._roll(st, b, ctx)

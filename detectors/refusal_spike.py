@@ -107,11 +107,11 @@ class RefusalSpikeParams(DetectorParams):
     # A bucket closes this long after its end (segment event time); keep = engine.allowed_lateness_s.
     grace_s: float = Field(default=30.0, ge=0)
     # Fewest ordinary requests in the window before a verdict is possible.
-    min_volume: int = Field(default=20, ge=1)
+    min_volume: int = Field(default=10, ge=1)
     # Fewest refused requests in the window: two refusals against a near-zero baseline are no spike.
-    min_refused: int = Field(default=4, ge=1)
+    min_refused: int = Field(default=5, ge=1)
     # One-sided binomial p-value below which the rise is significant.
-    alpha: float = Field(default=1e-4, gt=0, lt=0.5)
+    alpha: float = Field(default=1e-5, gt=0, lt=0.5)
     # Material: the window rate must exceed the baseline by this much (absolute) ...
     min_increase: float = Field(default=0.10, gt=0, lt=1)
     # ... and be at least this multiple of the baseline.
@@ -119,7 +119,7 @@ class RefusalSpikeParams(DetectorParams):
     # Hysteresis: cleared while rate <= baseline + clear_increase.
     clear_increase: float = Field(default=0.05, ge=0, lt=1)
     # Sustain: breach held this long (event time) before the trigger.
-    for_s: float = Field(default=45.0, ge=0)
+    for_s: float = Field(default=30.0, ge=0)
     # Clear held this long before the resolve.
     clear_for_s: float = Field(default=120.0, ge=0)
     # Resolve (or drop a pending breach) when the segment gets no traffic for this long.
@@ -135,10 +135,10 @@ class RefusalSpikeParams(DetectorParams):
     baseline_half_life_s: float = Field(default=6 * 3600.0, gt=0)
     # Parent scopes for the baseline, finest first: the group_by labels each one leaves out.
     baseline_scopes: tuple[tuple[str, ...], ...] = (("prompt_version",), ("prompt_version", "model"))
-    # Over-dispersion (measured on clean windows) divides the counts, capped here; 1 disables.
+    # Over-dispersion (measured on clean, learnt windows) divides the counts, capped here; 1 disables.
     max_dispersion: float = Field(default=3.0, ge=1)
-    # Memory of the over-dispersion estimate, in evaluations.
-    dispersion_memory: float = Field(default=500.0, ge=1)
+    # Memory of the over-dispersion estimate, in learnt windows (100 x 3 min = 5 h).
+    dispersion_memory: float = Field(default=100.0, ge=1)
     # Severity: SEV-1 when rate >= sev1_min_rate with >= sev1_min_requests in the window ...
     sev1_min_rate: float = Field(default=0.5, gt=0, le=1)
     sev1_min_requests: int = Field(default=100, ge=1)
@@ -196,13 +196,11 @@ class RefusalSpikeState(BaselineCounts):
     samples: list = field(default_factory=list)  # [run_id, event_id, excerpt], newest last
     # The last evaluation: [n, k, rate, p0, window_start, at]
     last_eval: list = field(default_factory=list)
-    # EWMA of the Pearson statistic of clean windows (over-dispersion) and its weight so far.
+    # EWMA of the Pearson statistic of clean, learnt windows (over-dispersion) and its weight so
+    # far; the block of clean buckets being gathered into the next such window: [start, n, k].
     disp: float = 1.0
     disp_w: float = 0.0
-
-    def learn_dispersion(self, stat: float, memory: float) -> None:
-        self.disp_w = min(self.disp_w + 1.0, memory)
-        self.disp += (stat - self.disp) / self.disp_w
+    block: list = field(default_factory=list)
 
 
 @dataclass
@@ -329,13 +327,17 @@ class RefusalSpikeDetector(Detector):
     def _evaluate_at(self, st: RefusalSpikeState, at: float, now: float, ctx: Context) -> None:
         p = self.params
         lo = at - p.window_s
+        baseline = self._baseline(st, ctx)  # score first, then learn
         # Buckets leaving the window teach the baseline unless they were part of a breach.
         while st.buckets and st.buckets[0][_START] < lo:
             row = st.buckets.pop(0)
-            if not row[_TAINTED] and row[_N] > 0:
+            if row[_TAINTED]:
+                st.block = []
+            elif row[_N] > 0:
                 self._learn(st, row[_N], row[_K], row[_START] + p.bucket_s, ctx)
+                self._learn_dispersion(st, row, baseline[0])
         rows = [r for r in st.buckets if r[_START] < at]
-        verdict = self._judge(st, rows, at, lo, ctx)
+        verdict = self._judge(st, rows, at, lo, baseline)
         lc = st.lc
         was = lc.status
         action = self.policy.step(lc, at, verdict.breached, verdict.cleared)
@@ -346,11 +348,6 @@ class RefusalSpikeDetector(Detector):
             lc.peak = max(lc.peak, verdict.rate, verdict.best_rate)
             for r in rows:
                 r[_TAINTED] = True
-        elif verdict.n >= p.min_volume and verdict.p0 > 0:
-            # A clean window: its spread around the baseline measures over-dispersion.
-            var = verdict.n * verdict.p0 * (1 - verdict.p0)
-            st.learn_dispersion(min((verdict.k - verdict.n * verdict.p0) ** 2 / var, 50.0),
-                                p.dispersion_memory)
         st.last_eval = [verdict.n, verdict.k, verdict.rate, verdict.p0, verdict.window_start, at]
         if action == "trigger":
             self._emit_trigger(st, verdict, max(now, at), ctx)
@@ -358,7 +355,7 @@ class RefusalSpikeDetector(Detector):
             self._emit_resolve(st, max(now, at), ctx, idle=False, verdict=verdict)
 
     def _judge(self, st: RefusalSpikeState, rows: list, at: float, lo: float,
-               ctx: Context) -> _Verdict:
+               baseline: tuple[float, str, float, float]) -> _Verdict:
         """Clear on the whole window; breach on the most significant recent sub-window.
 
         Sub-windows are the window's suffixes from ``short_window_s`` to ``window_s``: a sharp
@@ -369,7 +366,7 @@ class RefusalSpikeDetector(Detector):
         n = sum(r[_N] for r in rows)
         k = sum(r[_K] for r in rows)
         flagged = sum(r[_FLAGGED] for r in rows)
-        p0, source, history, disp = self._baseline(st, ctx)
+        p0, source, history, disp = baseline
         rate = k / n if n else 0.0
         window_start = rows[0][_START] if rows else lo
         v = _Verdict(at=at, window_start=window_start, n=n, k=k, flagged=flagged, rate=rate, p0=p0,
@@ -440,9 +437,28 @@ class RefusalSpikeDetector(Detector):
             if level is not None and level.base_n >= p.parent_strength:
                 source = name
                 break
-        if st.disp_w >= min(50.0, p.dispersion_memory):  # a settled estimate of its own
+        if st.disp_w >= min(20.0, p.dispersion_memory):  # a settled estimate of its own
             disp = min(max(st.disp, 1.0), p.max_dispersion)
         return rate, source, history, disp
+
+    def _learn_dispersion(self, st: RefusalSpikeState, row: list, p0: float) -> None:
+        """Clean learnt buckets form back-to-back windows; each one's Pearson statistic against
+        the baseline (1 for binomial counts, more when refusals come in bursts) feeds an EWMA."""
+        p = self.params
+        if not st.block:
+            st.block = [row[_START], 0, 0]
+        st.block[1] += row[_N]
+        st.block[2] += row[_K]
+        if row[_START] + p.bucket_s - st.block[0] < p.window_s:
+            return
+        _, n, k = st.block
+        st.block = []
+        expected = n * p0
+        if expected < 1.0 or p0 >= 1.0:
+            return  # too few expected refusals for the statistic to mean anything
+        stat = min((k - expected) ** 2 / (expected * (1.0 - p0)), 50.0)
+        st.disp_w = min(st.disp_w + 1.0, p.dispersion_memory)
+        st.disp += (stat - st.disp) / st.disp_w
 
     def _learn(self, st: RefusalSpikeState, n: int, k: int, at: float, ctx: Context) -> None:
         p = self.params

@@ -30,10 +30,12 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
+import numpy as np
+
 NAN = float("nan")
 
 
-def _median_sorted(values: list[float]) -> float:
+def _median_sorted(values) -> float:
     n = len(values)
     mid = n // 2
     return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
@@ -54,6 +56,7 @@ class SampleRing:
     count: int = 0  # samples behind median/scale
     refreshed_at: float = -math.inf
     writes: int = 0  # writes since the last refresh
+    fresh: int = 0  # samples claimed since the last refresh
 
     @classmethod
     def empty(cls, size: int) -> "SampleRing":
@@ -69,6 +72,7 @@ class SampleRing:
             return -1
         ticket = self.claimed
         self.claimed += 1
+        self.fresh += 1
         self.last_claim = now
         slot = ticket % len(self.values)
         self.values[slot] = NAN
@@ -97,28 +101,34 @@ class SampleRing:
         if ticket >= 0:
             self.write(ticket, value, now)
 
-    def due(self, now: float, refresh_s: float) -> bool:
-        """Time to recompute: something changed and ``refresh_s`` (event time) passed."""
-        return self.writes > 0 and now - self.refreshed_at >= refresh_s
+    def due(self, now: float, refresh_s: float, min_new: int) -> bool:
+        """Time to recompute: ``refresh_s`` (event time) passed and ``min_new`` new samples came
+        (or anything changed and ten times ``refresh_s`` passed)."""
+        if not self.writes:
+            return False
+        elapsed = now - self.refreshed_at
+        return (elapsed >= refresh_s and self.fresh >= min_new) or elapsed >= 10 * refresh_s
 
     def refresh(self, now: float, finished_before: float, min_scale: float = 0.0,
                 top_rank: int = 2) -> int:
         """Recompute median, MAD and the ``top_rank``-th largest value over the samples last
         written at or before ``finished_before``; returns how many there were."""
-        stamps = self.stamps
-        xs = sorted([v for v, s in zip(self.values, stamps) if v == v and s <= finished_before])
+        v = np.frombuffer(self.values)
+        xs = v[(np.frombuffer(self.stamps) <= finished_before) & (v == v)]  # a copy
         self.refreshed_at = now
-        self.writes = 0
-        self.count = len(xs)
-        if not xs:
+        self.writes = self.fresh = 0
+        n = self.count = int(xs.size)
+        if not n:
             self.median = self.scale = self.top = NAN
             return 0
+        xs.sort()
         med = _median_sorted(xs)
-        mad = _median_sorted(sorted([abs(x - med) for x in xs]))
-        self.median = med
-        self.scale = max(1.4826 * mad, min_scale)
-        self.top = xs[-min(top_rank, len(xs))]
-        return self.count
+        dev = np.abs(xs - med)
+        dev.sort()
+        self.median = float(med)
+        self.scale = max(1.4826 * float(_median_sorted(dev)), min_scale)
+        self.top = float(xs[-min(top_rank, n)])
+        return n
 
 
 @dataclass

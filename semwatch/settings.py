@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Batch size and wait for the detection agent (stream.take): bigger batches, fewer changelog writes.
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
+    # Producer batching (keyed topic, changelog, incidents).
+    producer_linger_s: float = Field(default=0.01, ge=0)
+    producer_batch_bytes: int = Field(default=1024 * 1024, ge=16384)
     # Consumer group session timeout: how soon a dead worker's partitions move to a survivor.
     session_timeout_s: float = Field(default=30.0, gt=1)
     log_level: str = "INFO"

@@ -96,6 +96,11 @@ class SemwatchApp:
             consumer_max_fetch_size=max(4 * 1024 * 1024, settings.max_record_bytes * 16),
             producer_max_request_size=max(1024 * 1024, settings.max_record_bytes * 16),
             stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+            # Batch produce requests: the keyed topic and the changelog get thousands of small
+            # records per second; 16 KiB batches with no linger make one broker round trip each.
+            producer_linger=settings.producer_linger_s,
+            producer_max_batch_size=settings.producer_batch_bytes,
+            broker_max_poll_records=settings.batch_max,
             table_standby_replicas=0,
             logging_config=None,
         )

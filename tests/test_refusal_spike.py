@@ -192,12 +192,15 @@ def test_benign_rollout_does_not_fire():
 
 
 def test_low_volume_never_fires():
-    # v13 refuses everything but sees ~8 requests per window, below min_volume (20).
-    events = merge(
-        stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"),
-        stream(T0 + 2 * HOUR, 4 * HOUR, 1 / 25, 1.0, seed=13, pv="v13", id0=10**6),
-    )
-    assert run(events)[0] == []
+    # v13 refuses everything, but one request every 10 s is 18 per 3-min window: below min_volume.
+    detector = make_detector(min_volume=20)
+    v13 = [event(10**6 + i, T0 + 2 * HOUR + 10.0 * i, pv="v13", refusal=True) for i in range(1440)]
+    events = merge(stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"), v13)
+    assert run(events, make_engine(detector))[0] == []
+    # ... while one request every 8 s (22 per window) is enough.
+    v13 = [event(10**6 + i, T0 + 2 * HOUR + 8.0 * i, pv="v13", refusal=True) for i in range(1800)]
+    events = merge(stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"), v13)
+    assert len(triggers(run(events, make_engine(make_detector(min_volume=20)))[0])) == 1
 
 
 def test_refusals_of_flagged_requests_and_unclassified_events_do_not_count():
@@ -218,7 +221,7 @@ def test_new_app_without_history_only_learns():
 
 
 def test_late_events_are_counted_not_windowed():
-    base = stream(T0, HOUR, 1.0, 0.02, seed=17)
+    base = stream(T0, HOUR, 1.0, 0.02, seed=27)
     end = base[-1].ts
     # 300 refusals that arrive after event time has moved 2 minutes past them (engine-late) ...
     late = [event(10**6 + i, end - 120 + i * 0.1, refusal=True) for i in range(300)]

@@ -1,0 +1,395 @@
+"""Token and cost spike detectors (detectors/numeric_spike.py) on synthetic diurnal traffic.
+
+The traffic here is small and self-contained (no semwatch.generate): two apps whose load swings
+~7x between night and day, single-call chat runs on two routes and multi-step agent runs with
+tool calls. Costs are left out so that the engine prices them from a price table, as in
+production. Timings live in bench/eval_numeric_spike.py, not here.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from detectors.base import DetectorEnv
+from detectors.numeric_spike import RateSpike, RunawayLoop, RunOutlier, segment_getter
+from detectors.robust_baseline import DailyBaseline, SampleRing
+from semwatch.config import PriceTable
+from semwatch.engine import Engine, EngineOptions
+from semwatch.models import RunEvent, parse_ts
+
+START = parse_ts("2026-01-05T00:00:00Z")  # a Monday
+HOUR = 3600.0
+DAY = 86400.0
+PRICES = PriceTable.model_validate({"models": {
+    "gpt-4o-mini*": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
+    "gpt-4o*": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
+    "claude-3-opus*": {"input_per_mtok": 15.0, "output_per_mtok": 75.0},
+}})
+
+
+# -- synthetic traffic ----------------------------------------------------------------------------
+def load(t: float) -> float:
+    """Diurnal load multiplier: ~0.15 at 04:00 UTC, 1.0 at 16:00; weekends at 60 %."""
+    hour = (t % DAY) / HOUR
+    day = 0.15 + 0.85 * (0.5 - 0.5 * math.cos(2 * math.pi * (hour - 4.0) / 24.0)) ** 1.5
+    weekday = int((t // DAY + 3) % 7)  # 1970-01-01 was a Thursday; Monday = 0
+    return day * (0.6 if weekday >= 5 else 1.0)
+
+
+def traffic(seed: int, start: float, duration: float, *, chat_rate: float = 0.8,
+            agent_rate: float = 0.04, switch: tuple | None = None, quality_drop: float | None = None,
+            loops: tuple = (), huge_latency_at: float | None = None) -> list[dict]:
+    """Event dicts sorted by ts.
+
+    chat_rate: shop-bot runs/s at peak (one event each, routes billing 60 % / faq 40 %);
+    agent_rate: research-agent runs/s at peak (3-6 steps each, tool calls with varied arguments);
+    switch: (t0, t1, model) — shop-bot/billing runs on ``model`` between t0 and t1;
+    quality_drop: from then on shop-bot's metrics.quality is ~0.4 instead of ~0.85;
+    loops: start times of runaway research-agent runs (90 steps, one call repeated);
+    huge_latency_at: one shop-bot event with latency_s = 90 at that time.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    n = [0]
+
+    def ev(ts, run_id, app, route, model, inp, outp, **kw) -> dict:
+        n[0] += 1
+        return {"schema_version": "1", "event_id": f"e{seed}-{n[0]}", "run_id": run_id, "ts": ts,
+                "app": app, "route": route, "model": model, "input_tokens": int(inp),
+                "output_tokens": int(outp), **kw}
+
+    t = start
+    while t < start + duration:
+        lam = load(t)
+        for _ in range(rng.poisson(chat_rate * lam * 60)):
+            ts = t + 60 * rng.random()
+            route = "billing" if rng.random() < 0.6 else "faq"
+            model = "gpt-4o-mini"
+            if switch and route == "billing" and switch[0] <= ts < switch[1]:
+                model = switch[2]
+            q = 0.4 + 0.1 * rng.standard_normal() if quality_drop and ts >= quality_drop else \
+                0.85 + 0.05 * rng.standard_normal()
+            out.append(ev(ts, f"c{seed}-{n[0]}", "shop-bot", route, model,
+                          800 * math.exp(0.4 * rng.standard_normal()),
+                          150 * math.exp(0.5 * rng.standard_normal()),
+                          latency_s=round(1.5 * math.exp(0.4 * rng.standard_normal()), 3),
+                          metrics={"quality": round(q, 3)}))
+        for _ in range(rng.poisson(agent_rate * lam * 60)):
+            ts = t + 60 * rng.random()
+            rid = f"a{seed}-{n[0]}"
+            ctx = 1500.0
+            for k in range(int(rng.integers(3, 7))):
+                out.append(ev(ts, rid, "research-agent", "research", "gpt-4o", ctx,
+                              90 * math.exp(0.5 * rng.standard_normal()),
+                              tool_calls=[{"name": "web_search",
+                                           "arguments": {"query": f"q{int(rng.integers(10**6))}"}}]))
+                ctx += 2500 * math.exp(0.5 * rng.standard_normal())
+                ts += 3 + 4 * rng.random()
+        t += 60
+    for i, t0 in enumerate(loops):
+        ctx, ts = 2000.0, t0
+        for k in range(90):
+            out.append(ev(ts, f"loop-{i}", "research-agent", "research", "gpt-4o", ctx, 60,
+                          tool_calls=[{"name": "web_search", "arguments": {"query": "same thing"}}]))
+            ctx += 3000
+            ts += 8
+    if huge_latency_at is not None:
+        out.append(ev(huge_latency_at, "slow-run", "shop-bot", "billing", "gpt-4o-mini", 800, 150,
+                      latency_s=90.0))
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+# -- detectors as a test configures them -----------------------------------------------------------
+def run_tokens(**kw) -> RunOutlier:
+    p = {"name": "run-tokens", "type": "run_outlier", "group_by": ["app", "route", "model"],
+         "field": "total_tokens", "per": "run", "z_threshold": 5, "min_ratio": 10, "tail_ratio": 3,
+         "min_samples": 30, "min_steps": 3, "quiet_s": 600, **kw}
+    return RunOutlier(RunOutlier.Params.model_validate(p), DetectorEnv())
+
+
+def runaway(**kw) -> RunawayLoop:
+    p = {"name": "runaway-loop", "type": "runaway_loop", "group_by": ["app", "route", "model"],
+         "max_steps": 50, "max_repeated_calls": 24, "quiet_s": 600, **kw}
+    return RunawayLoop(RunawayLoop.Params.model_validate(p), DetectorEnv())
+
+
+def rate(name: str, **kw) -> RateSpike:
+    p = {"name": name, "type": "rate_spike", **kw}
+    return RateSpike(RateSpike.Params.model_validate(p), DetectorEnv())
+
+
+def cost_per_route(**kw) -> RateSpike:
+    return rate("cost-per-route", **{"group_by": ["app", "route"], "field": "cost_usd",
+                                     "aggregate": "mean", "bucket_s": 30, "window_s": 120,
+                                     "min_ratio": 5, "min_increase": 0.0005, "min_volume": 8,
+                                     "for_s": 30, "clear_ratio": 2, "clear_for_s": 300,
+                                     "warmup_s": 1800, **kw})
+
+
+def token_burn(**kw) -> RateSpike:
+    return rate("token-burn", **{"group_by": ["app"], "field": "total_tokens", "bucket_s": 60,
+                                 "window_s": 900, "min_ratio": 3, "min_increase": 5000,
+                                 "min_volume": 20, "for_s": 300, "warmup_s": 3600, **kw})
+
+
+def cost_burn(**kw) -> RateSpike:
+    return rate("cost-burn", **{"group_by": ["app"], "field": "cost_usd", "bucket_s": 60,
+                                "window_s": 600, "min_ratio": 3, "min_increase": 0.002,
+                                "min_volume": 20, "for_s": 120, "warmup_s": 3600, **kw})
+
+
+def all_detectors():
+    return [run_tokens(), runaway(), token_burn(), cost_per_route(), cost_burn()]
+
+
+def replay(detectors, events: list[dict], engine: Engine | None = None, close: bool = True):
+    engine = engine or Engine(detectors, EngineOptions(), prices=PRICES, classify_refusals=False)
+    incidents = []
+    for raw in events:
+        incidents.extend(engine.process(RunEvent.model_validate(raw)))
+    if close and events:
+        incidents.extend(engine.advance_to(events[-1]["ts"] + 2 * HOUR))
+    return incidents, engine
+
+
+def triggers(incidents, name=None):
+    return [i for i in incidents if i.event_action == "trigger" and (name is None or i.detector == name)]
+
+
+@pytest.fixture(scope="module")
+def two_flat_days():
+    return traffic(1, START, 2 * DAY)
+
+
+# -- no problem, no page --------------------------------------------------------------------------
+def test_flat_diurnal_traffic_raises_nothing_over_two_days(two_flat_days):
+    incidents, engine = replay(all_detectors(), two_flat_days)
+    assert [f"{i.detector}: {i.summary}" for i in incidents] == []
+    # The baselines did learn (so the silence is not warm-up).
+    burn = [v for k, v in engine.data.items() if k.startswith("token-burn|")]
+    assert burn and all(s.base.n > 1000 for s in burn)
+
+
+def test_flat_traffic_with_the_shipped_config_raises_nothing(two_flat_days):
+    from pathlib import Path
+
+    import yaml
+
+    entries = yaml.safe_load((Path(__file__).parent.parent / "config" / "semwatch.yaml").read_text())
+    from detectors.base import REGISTRY
+
+    mine = [e for e in entries["detectors"] if e["type"] in ("run_outlier", "runaway_loop", "rate_spike")]
+    assert {e["name"] for e in mine} >= {"run-tokens", "runaway-loop", "token-burn", "cost-per-route",
+                                         "cost-burn"}
+    detectors = [REGISTRY[e["type"]](REGISTRY[e["type"]].Params.model_validate(e), DetectorEnv())
+                 for e in mine]
+    incidents, _ = replay(detectors, two_flat_days)
+    assert [f"{i.detector}: {i.summary}" for i in incidents] == []
+
+
+# -- runaway loops --------------------------------------------------------------------------------
+def test_runaway_run_triggers_once_per_segment_and_resolves():
+    t_loop = START + 14 * HOUR
+    events = traffic(2, START + 6 * HOUR, 12 * HOUR, loops=(t_loop, t_loop + 60))
+    incidents, _ = replay([runaway(), run_tokens()], events)
+    loop = triggers(incidents, "runaway-loop")
+    assert len(loop) == 1, [i.summary for i in loop]  # two looping runs, one segment: one problem
+    inc = loop[0]
+    assert inc.kind == "token_spike" and inc.severity in ("SEV-2", "SEV-1")
+    assert inc.segment == {"app": "research-agent", "route": "research", "model": "gpt-4o"}
+    assert "loop-0" in inc.summary and "looping" in inc.summary
+    assert t_loop <= parse_ts(inc.detected_at) <= t_loop + 30 * 8  # within 30 steps
+    assert inc.evidence["run_ids"][0] == "loop-0"
+    resolve = [i for i in incidents if i.event_action == "resolve" and i.detector == "runaway-loop"]
+    assert len(resolve) == 1 and resolve[0].dedup_key == inc.dedup_key
+    # Both loops joined the one incident; the resolve says so.
+    assert set(resolve[0].evidence["run_ids"]) == {"loop-0", "loop-1"}
+    assert parse_ts(resolve[0].detected_at) >= t_loop + 60 + 89 * 8 + 600  # quiet_s after the last step
+    # The adaptive detector sees the cumulative tokens far above the segment's runs as well.
+    adaptive = triggers(incidents, "run-tokens")
+    assert len(adaptive) == 1 and "segment median run" in adaptive[0].summary
+    assert adaptive[0].observed >= 10 * adaptive[0].baseline
+
+
+def test_flagged_runs_are_not_learned():
+    det = run_tokens()
+    events = traffic(3, START + 10 * HOUR, 3 * HOUR, loops=(START + 11 * HOUR,))
+    _, engine = replay([det], events, close=False)
+    seg = engine.data["run-tokens|research-agent\x1fresearch\x1fgpt-4o"]
+    ring = seg.ring
+    finite = [v for v in ring.values if v == v]
+    # The loop used > 10M tokens; the baseline keeps only ordinary runs (< 200k).
+    assert finite and max(math.expm1(v) for v in finite) < 200_000
+
+
+def test_per_run_state_is_bounded_and_expires():
+    det = run_tokens(max_segments=300, idle_ttl_s=600)
+    events = traffic(4, START + 12 * HOUR, 2 * HOUR, chat_rate=1.0)
+    engine = Engine([det], EngineOptions(sweep_s=60), prices=PRICES, classify_refusals=False)
+    peak = 0
+    for raw in events:
+        engine.process(RunEvent.model_validate(raw))
+        peak = max(peak, engine.segments_active()["run-tokens"])
+    assert peak <= 300
+    assert engine.stats.evicted + engine.stats.expired > 1000
+    engine.advance_to(events[-1]["ts"] + 3600)
+    runs_left = [k for k in engine.data if k.startswith("run-tokens|") and k.count("\x1f") == 3]
+    assert runs_left == []  # idle runs forgotten
+    # The segment baselines went too (idle an hour > idle_ttl_s); a run state pickles small.
+    assert len(pickle.dumps(det._new_run())) < 400
+
+
+# -- cost spikes ------------------------------------------------------------------------------------
+def test_model_switch_triggers_cost_spike_within_two_minutes_and_resolves():
+    t0, t1 = START + 15 * HOUR, START + 16 * HOUR
+    events = traffic(5, START + 8 * HOUR, 10 * HOUR, switch=(t0, t1, "claude-3-opus"))
+    incidents, _ = replay(all_detectors(), events)
+    per_route = triggers(incidents, "cost-per-route")
+    assert len(per_route) == 1, [i.summary for i in per_route]
+    inc = per_route[0]
+    assert inc.kind == "cost_spike"
+    assert inc.segment == {"app": "shop-bot", "route": "billing"}
+    assert 0 <= parse_ts(inc.detected_at) - t0 <= 120
+    assert inc.observed > 5 * inc.baseline and inc.score >= 4
+    assert "cost per event up" in inc.summary and "$" in inc.summary
+    assert inc.evidence["event_ids"] and inc.evidence["run_ids"]
+    resolves = [i for i in incidents if i.event_action == "resolve" and i.detector == "cost-per-route"]
+    assert len(resolves) == 1 and resolves[0].dedup_key == inc.dedup_key
+    assert t1 <= parse_ts(resolves[0].detected_at) <= t1 + 900
+    # The app's $/min rises with it: one cost-burn trigger for the same problem, nothing else.
+    assert len(triggers(incidents, "cost-burn")) == 1
+    assert {i.detector for i in triggers(incidents)} <= {"cost-per-route", "cost-burn"}
+
+
+def test_cost_is_priced_from_the_table_when_events_carry_none():
+    events = traffic(6, START + 12 * HOUR, 600)
+    _, engine = replay([cost_per_route()], events, close=False)
+    assert engine.stats.costs_priced == len(events)
+
+
+def test_baseline_is_not_learned_while_firing():
+    t0 = START + 13 * HOUR
+    events = traffic(7, START + 9 * HOUR, 8 * HOUR, switch=(t0, START + 17 * HOUR, "claude-3-opus"))
+    incidents, engine = replay([cost_per_route(max_firing_s=0)], events, close=False)
+    assert len(triggers(incidents)) == 1  # fires once and stays firing: 4 h of a 40x price
+    st = engine.data["cost-per-route|shop-bot\x1fbilling"]
+    assert st.lc.status == "firing"
+    assert math.exp(st.base.fast) < 0.002  # still the cheap model's ~$0.0002/event
+
+
+# -- other fields, other directions ---------------------------------------------------------------
+def test_direction_down_on_a_metrics_field():
+    t_drop = START + 14 * HOUR
+    events = traffic(8, START + 8 * HOUR, 8 * HOUR, quality_drop=t_drop, agent_rate=0)
+    down = rate("quality-drop", group_by=["app"], field="metrics.quality", aggregate="mean",
+                direction="down", bucket_s=60, window_s=300, min_ratio=1.5, min_increase=0.1,
+                min_volume=20, for_s=120, warmup_s=1800)
+    up = rate("quality-up", group_by=["app"], field="metrics.quality", aggregate="mean",
+              direction="up", bucket_s=60, window_s=300, min_ratio=1.5, min_increase=0.1,
+              min_volume=20, for_s=120, warmup_s=1800)
+    incidents, _ = replay([down, up], events)
+    got = triggers(incidents)
+    assert [i.detector for i in got] == ["quality-drop"]
+    inc = got[0]
+    assert inc.kind == "threshold"  # a field that is neither tokens nor cost
+    assert inc.observed < inc.baseline / 1.5 and inc.score <= -4
+    assert "down" in inc.summary and 0 <= parse_ts(inc.detected_at) - t_drop <= 600
+
+
+def test_per_event_outlier_on_latency():
+    t = START + 13 * HOUR
+    events = traffic(9, START + 10 * HOUR, 5 * HOUR, huge_latency_at=t, agent_rate=0)
+    det = RunOutlier(RunOutlier.Params(name="slow-call", type="run_outlier", group_by=("app",),
+                                       field="latency_s", per="event", min_ratio=10, z_threshold=6),
+                     DetectorEnv())
+    assert det.kind == "threshold"
+    incidents, _ = replay([det], events)
+    got = triggers(incidents)
+    assert len(got) == 1 and got[0].evidence["run_ids"] == ["slow-run"]
+    assert "latency_s" in got[0].summary and parse_ts(got[0].detected_at) == t
+
+
+def test_kind_follows_the_field_unless_configured():
+    assert rate("x", field="cost_usd").kind == "cost_spike"
+    assert rate("x", field="total_tokens").kind == "token_spike"
+    assert rate("x", field="count").kind == "threshold"
+    assert rate("x", field="metrics.spend", kind="cost_spike").kind == "cost_spike"
+    assert run_tokens(field="output_tokens").kind == "token_spike"
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "run_outlier", "per": "run", "direction": "down"},
+    {"type": "run_outlier", "per": "event", "max_steps": 10},
+    {"type": "run_outlier", "adaptive": False},
+    {"type": "run_outlier", "kind": "false_refusal_spike"},
+    {"type": "rate_spike", "field": "count", "aggregate": "mean"},
+    {"type": "rate_spike", "window_s": 10, "bucket_s": 60},
+    {"type": "rate_spike", "min_ratio": 2, "clear_ratio": 3},
+    {"type": "rate_spike", "surprise": 1},
+])
+def test_bad_params_fail_with_the_field_named(bad):
+    cls = RateSpike if bad["type"] == "rate_spike" else RunOutlier
+    with pytest.raises(ValidationError):
+        cls.Params.model_validate({"name": "x", **bad})
+
+
+# -- state ---------------------------------------------------------------------------------------
+def test_state_pickles_mid_stream_and_continues_identically():
+    t0 = START + 14 * HOUR
+    events = traffic(10, START + 8 * HOUR, 9 * HOUR, switch=(t0, t0 + HOUR, "claude-3-opus"),
+                     loops=(t0 - HOUR,))
+    straight, _ = replay(all_detectors(), events)
+    half = len(events) // 2
+    first, engine = replay(all_detectors(), events[:half], close=False)
+    data = pickle.loads(pickle.dumps(dict(engine.data)))
+    resumed = Engine(all_detectors(), EngineOptions(), data=data, prices=PRICES, classify_refusals=False)
+    rest, _ = replay(None, events[half:], engine=resumed)
+    assert [i.to_dict() for i in first + rest] == [i.to_dict() for i in straight]
+    assert len(triggers(straight)) >= 2
+    # Segment states stay small enough for a changelog record.
+    sizes = {k.split("|")[0]: len(pickle.dumps(v)) for k, v in data.items() if "|" in k
+             and not k.startswith("__")}
+    assert max(sizes.values()) < 8000, sizes
+
+
+def test_baselines_in_isolation():
+    ring = SampleRing.empty(64)
+    for i in range(200):
+        ring.add(math.log1p(1000 + 10 * (i % 7)), float(i), sample_every_s=0)
+    assert ring.refresh(200.0, 200.0, 0.01) == 64
+    assert abs(math.expm1(ring.median) - 1030) < 15
+    base = DailyBaseline.empty(24)
+    opts = dict(a_fast=0.05, a_offset=0.01, a_slot=0.05, a_var=0.05, min_slot_samples=5, min_sd=0.05)
+    for k in range(3 * 24 * 60):  # three days of one sample a minute, a 4x daily swing
+        t = START + 60 * k
+        base.learn(t, math.log(100 * (2.5 + 1.5 * math.sin(2 * math.pi * t / DAY))), **opts)
+    for hour in (3, 9, 15, 21):
+        t = START + 3 * DAY + hour * HOUR
+        mean, sd = base.predict(t, 5, 0.05)
+        assert abs(mean - math.log(100 * (2.5 + 1.5 * math.sin(2 * math.pi * t / DAY)))) < 0.1
+        assert sd < 0.2
+
+
+def test_segment_getter_fast_and_general_paths():
+    ev = RunEvent.model_validate({"schema_version": "1", "event_id": "e", "run_id": "r", "ts": START,
+                                  "app": "a", "model": "m", "metrics": {"x": 2}})
+    assert segment_getter(("app", "route"))(ev) == {"app": "a", "route": ""}
+    assert segment_getter(("app", "metrics.x"))(ev) == {"app": "a", "metrics.x": "2.0"}
+
+
+@pytest.mark.parametrize("cls", [RunOutlier, RunawayLoop, RateSpike])
+def test_unit_test_hooks(cls):
+    det = cls(cls.Params.model_validate(cls._unit_test_params()), DetectorEnv())
+    normal, anomalous = cls._unit_test_anomaly()
+    head, _ = replay([det], normal, close=False)
+    assert head == []
+    engine = Engine([cls(cls.Params.model_validate(cls._unit_test_params()), DetectorEnv())],
+                    EngineOptions(), prices=PRICES, classify_refusals=False)
+    incidents, _ = replay(None, normal + anomalous, engine=engine)
+    assert len(triggers(incidents)) == 1
