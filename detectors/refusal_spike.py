@@ -47,7 +47,7 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from detectors.base import Context, Detector, DetectorParams, SegmentState, register
+from detectors.base import Context, Detector, DetectorParams, Evidence, SegmentState, register
 from detectors.lifecycle import Lifecycle, LifecyclePolicy
 from semwatch.models import RunEvent
 from semwatch.redact import redact
@@ -139,7 +139,7 @@ class RefusalSpikeParams(DetectorParams):
     max_dispersion: float = Field(default=3.0, ge=1)
     # Memory of the over-dispersion estimate, in learnt windows (100 x 3 min = 5 h).
     dispersion_memory: float = Field(default=100.0, ge=1)
-    # Severity: SEV-1 when rate >= sev1_min_rate with >= sev1_min_requests in the window ...
+    # Severity: SEV-1 when rate >= sev1_min_rate with traffic >= sev1_min_requests per window_s ...
     sev1_min_rate: float = Field(default=0.5, gt=0, le=1)
     sev1_min_requests: int = Field(default=100, ge=1)
     # ... SEV-3 when the increase is below sev3_max_increase or fewer than sev3_max_requests;
@@ -217,7 +217,7 @@ class _Verdict:
     dispersion: float
     breached: bool
     cleared: bool
-    # The most significant recent sub-window that is large and material enough (None: none is).
+    # The most significant recent sub-window that is large and material enough (best_n 0: none).
     best_n: int = 0
     best_k: int = 0
     best_rate: float = 0.0
@@ -471,11 +471,13 @@ class RefusalSpikeDetector(Detector):
 
     # -- incidents -----------------------------------------------------------------------------
     def _severity(self, v: _Verdict) -> str:
-        """Magnitude (rate of the breaching sub-window) and blast radius (requests in the window)."""
+        """Magnitude: the breaching sub-window's rate. Blast radius: its traffic, per window_s (a
+        prompt version rolled out a minute ago has a short history, not a small audience)."""
         p = self.params
-        if v.best_rate >= p.sev1_min_rate and v.n >= p.sev1_min_requests:
+        volume = v.best_n * p.window_s / max(v.at - v.best_start, p.short_window_s)
+        if v.best_rate >= p.sev1_min_rate and volume >= p.sev1_min_requests:
             return "SEV-1"
-        if v.best_rate - v.p0 < p.sev3_max_increase or v.n < p.sev3_max_requests:
+        if v.best_rate - v.p0 < p.sev3_max_increase or volume < p.sev3_max_requests:
             return "SEV-3"
         return p.severity
 
@@ -485,12 +487,12 @@ class RefusalSpikeDetector(Detector):
         return " ".join(x for x in (head, rest) if x) or self.name
 
     def _evidence(self, st: RefusalSpikeState, v: Optional[_Verdict]) -> dict[str, Any]:
-        ev: dict[str, Any] = {
-            "run_ids": list(dict.fromkeys(s[0] for s in st.samples)),
-            "event_ids": [s[1] for s in st.samples],
-            "excerpts": [s[2] for s in st.samples if s[2]],
-            "late_events": st.late,
-        }
+        # The samples were redacted when kept (the state holds no raw response text).
+        ev = Evidence(run_ids=list(dict.fromkeys(s[0] for s in st.samples)),
+                      event_ids=[s[1] for s in st.samples],
+                      excerpts=[s[2] for s in st.samples if s[2]],
+                      limit=self.params.evidence_samples).to_dict()
+        ev["late_events"] = st.late
         if v is not None:
             ev.update({"window_requests": v.n, "window_refused": v.k, "flagged_excluded": v.flagged,
                        "baseline_from": v.baseline_from, "baseline_requests": round(v.history_n, 1),

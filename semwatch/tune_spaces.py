@@ -18,7 +18,7 @@ Hysteresis stays consistent: when a trigger level moves, its clear level moves w
 >>> p = ThresholdParams(name="error-rate", type="threshold", field="error_type", aggregate="rate",
 ...                     above=0.2, clear=0.1, for_s=300)
 >>> [u for u, _ in candidates(p)][:3]
-[{}, {'above': 0.1, 'clear': 0.05, 'for_s': 150.0}, {'above': 0.1, 'clear': 0.05, 'for_s': 300.0}]
+[{}, {'above': 0.1, 'for_s': 150.0, 'clear': 0.05}, {'above': 0.1, 'for_s': 300.0, 'clear': 0.05}]
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ SPACES: dict[str, dict[str, Values]] = {
     # Robust z and the ratio to the median run.
     "run_outlier": {"z_threshold": [4.0, 5.0, 6.0, 8.0], "min_ratio": Rel(0.5, 1.0, 2.0)},
     # Absolute caps: steps per run and repeats of one tool call (normal agents: <= ~34 steps).
-    "runaway_loop": {"max_steps": [40, 50, 60, 80], "max_repeats": [8, 12, 20]},
+    "runaway_loop": {"max_steps": [40, 50, 60, 80], "max_repeated_calls": [8, 12, 20]},
     # Ratio to the usual level and sustain.
-    "rate_spike": {"min_ratio": Rel(0.67, 1.0, 1.5), "for_s": Rel(0.5, 1.0, 2.0)},
+    "rate_spike": {"min_ratio": Rel(2 / 3, 1.0, 1.5), "for_s": Rel(0.5, 1.0, 2.0)},
     # The level and the sustain of a static rule.
     "threshold": {LEVEL: Rel(0.5, 0.75, 1.0, 1.5), "for_s": Rel(0.5, 1.0)},
 }
@@ -99,6 +99,14 @@ def resolve_space(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[
     return out
 
 
+def unknown_params(params: DetectorParams,
+                   spaces: Optional[Mapping[str, Mapping[str, Values]]] = None) -> list[str]:
+    """Space entries this detector's Params do not have (a renamed knob: fix the table)."""
+    table = SPACES if spaces is None else spaces
+    fields = type(params).model_fields
+    return [n for n in (table.get(params.type) or {}) if n != LEVEL and n not in fields]
+
+
 def link(params: DetectorParams, update: dict[str, Any]) -> dict[str, Any]:
     """Move clear levels with the trigger levels they pair with (hysteresis stays valid)."""
     update = dict(update)
@@ -127,7 +135,6 @@ def candidates(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[str
     cls = type(params)
     base = params.model_dump()
     out: list[tuple[dict[str, Any], DetectorParams]] = [({}, params)]
-    seen = {repr(sorted(base.items(), key=lambda kv: kv[0]))}
     space = resolve_space(params, spaces)
     keys = list(space)
     for combo in itertools.product(*(space[k] for k in keys)):
@@ -136,10 +143,8 @@ def candidates(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[str
             cand = cls.model_validate({**base, **update})
         except ValidationError:
             continue
-        key = repr(sorted(cand.model_dump().items(), key=lambda kv: kv[0]))
-        if key in seen:
+        if any(cand == other for _, other in out):
             continue
-        seen.add(key)
         out.append((update, cand))
     return out
 
