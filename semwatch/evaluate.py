@@ -240,22 +240,23 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
              slack_before_s: float = DEFAULT_SLACK_BEFORE_S,
              slack_after_s: float = DEFAULT_SLACK_AFTER_S,
              days: Optional[float] = None, start: Optional[float] = None, end: Optional[float] = None,
-             a_fp: float = A_FP) -> EvaluationReport:
+             a_fp: float = A_FP, days_from: Optional[str] = None) -> EvaluationReport:
     """Match incident triggers (dicts or :class:`Incident`) to labelled windows (dicts).
 
     ``detectors`` (name -> kind) adds rows for detectors that raised nothing. The day count for
-    false alarms per day is ``days``, else ``end - start``, else the span of labels and incidents.
+    false alarms per day is ``days``, else ``end - start``, else the span of labels and incidents
+    (``days_from`` describes it in the table footer).
     """
     windows = _windows(labels)
     triggers = _triggers(incidents)
     if days is not None:
-        days_from = "given"
+        days_from = days_from or "given"
     elif start is not None and end is not None:
-        days, days_from = max(end - start, 0.0) / 86400.0, "start/end"
+        days, days_from = max(end - start, 0.0) / 86400.0, days_from or "start/end"
     else:
         times = [w.start for w in windows] + [w.end for w in windows] + _all_times(incidents)
         span = (max(times) - min(times)) if times else 0.0
-        days, days_from = span / 86400.0, "span of labels and incidents"
+        days, days_from = span / 86400.0, days_from or "span of labels and incidents"
     if days is not None and days <= 0:
         days = None
 

@@ -48,6 +48,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -212,7 +213,11 @@ class _Probe:
         self.p = params
         self.w = window
         self.lo, self.hi = lo, hi
-        self.points: list[tuple[float, Optional[float], Optional[float], Optional[float]]] = []
+        # (time, signal, baseline, threshold, second signal)
+        self.points: list[tuple[float, Optional[float], Optional[float], Optional[float],
+                                Optional[float]]] = []
+        self.signal2: Optional[str] = None
+        self.threshold_label = "threshold"
         self.rate: Counter = Counter()
         self.marker: Any = None
         self.signal: Optional[str] = None
@@ -229,17 +234,24 @@ class _Probe:
             self.unavailable = "the label names no run_id"
         elif t == "false_refusal_spike":
             self.signal = f"refusal rate over {params.window_s:g} s"
+            self.threshold_label = "material: max(baseline + min_increase, min_ratio × baseline)"
         elif t == "rate_spike":
             agg = "mean per event" if params.aggregate == "mean" else "per minute"
             self.signal = f"{params.field} {agg} over {params.window_s:g} s"
+            self.threshold_label = "usual × min_ratio (z and min_increase must hold too)"
         elif t in ("threshold", "wrong_entity_rate"):
             what = getattr(params, "aggregate", "rate")
             self.signal = f"{what} of {getattr(params, 'field', None) or 'out-of-scope calls'} over {params.window_s:g} s"
         elif t == "runaway_loop":
-            self.signal = "steps of the labelled run"
+            self.signal = f"steps of the labelled run / max_steps ({params.max_steps})"
+            self.threshold_label = "limit"
+            if getattr(params, "max_repeated_calls", None):
+                self.signal2 = (f"repeated tool calls / max_repeated_calls "
+                                f"({params.max_repeated_calls})")
         elif t == "run_outlier":
             self.signal = f"{params.field} of the labelled run (cumulative)" if params.per == "run" \
                 else f"{params.field} per event"
+            self.threshold_label = "outlier line (once the baseline has min_samples)"
         else:
             self.unavailable = f"no probe for detector type {t!r}"
 
@@ -266,7 +278,7 @@ class _Probe:
             n, k, rate, p0, _, at = st.last_eval[:6]
             self.marker = at
             self.points.append((at, rate if n else None, p0,
-                                max(p0 + p.min_increase, p.min_ratio * p0)))
+                                max(p0 + p.min_increase, p.min_ratio * p0), None))
         elif t == "rate_spike":
             st = engine.get(det, self.seg)
             if st is None or st.closed == self.marker:
@@ -274,14 +286,15 @@ class _Probe:
             self.marker = st.closed
             x, e = st.last_obs, st.last_expected
             thr = e * p.min_ratio if (e == e and p.direction != "down") else None
-            self.points.append((st.bucket * p.bucket_s, x if x == x else None, e if e == e else None, thr))
+            self.points.append((st.bucket * p.bucket_s, x if x == x else None, e if e == e else None,
+                                thr, None))
         elif t in ("threshold", "wrong_entity_rate"):
             st = engine.get(det, self.seg)
             if st is None or st.closed is None or st.closed == self.marker:
                 return
             self.marker = st.closed
             level = p.above if getattr(p, "above", None) is not None else getattr(p, "below", None)
-            self.points.append((st.closed * det.params.bucket, st.value, None, level))
+            self.points.append((st.closed * det.params.bucket, st.value, None, level, None))
         elif t in ("run_outlier", "runaway_loop"):
             if event.run_id != self.w.get("run_id"):
                 return
@@ -289,15 +302,19 @@ class _Probe:
             if run is None:
                 return
             if t == "runaway_loop":
-                self.points.append((event.ts, float(run.steps), None, float(p.max_steps or math.nan)))
+                steps = run.steps / p.max_steps if p.max_steps else None
+                cap = getattr(p, "max_repeated_calls", None)
+                reps = run.repeats / cap if cap else None
+                self.points.append((event.ts, steps, None, 1.0, reps))
             else:
                 st = engine.get(det, self.seg)
                 hi = st.hi if st is not None and math.isfinite(st.hi) else (p.max_value or None)
                 base = st.median_value if st is not None and st.median_value == st.median_value else None
-                self.points.append((event.ts, run.total, base, hi))
+                self.points.append((event.ts, run.total, base, hi, None))
 
     def result(self) -> dict:
         return {"window": self.w, "lo": self.lo, "hi": self.hi, "signal": self.signal,
+                "signal2": self.signal2, "threshold_label": self.threshold_label,
                 "unavailable": self.unavailable, "points": self.points,
                 "rate": sorted(self.rate.items())}
 
@@ -328,8 +345,9 @@ def _run_timeline(params: DetectorParams, windows: list[dict]) -> dict:
 def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, desc: str) -> Iterator[tuple]:
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc=desc, unit="run", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    # disable=None: bars only on a terminal (no carriage-return noise in logs and CI).
+    bar = tqdm(total=len(tasks), desc=desc, unit="run", disable=None if progress else True,
+               file=sys.stderr, dynamic_ncols=True)
     try:
         if jobs <= 1 or len(tasks) <= 1:
             for t in tasks:
@@ -404,14 +422,17 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
             c.incidents, c.seconds = incidents, secs
         seconds["sweep"] = time.perf_counter() - t1
 
+        def score(incidents: list[dict], kinds: dict[str, str]) -> EvaluationReport:
+            return evaluate(incidents, labels, detectors=kinds, days=days,
+                            days_from="event span of the recording", slack_before_s=slack_before_s,
+                            slack_after_s=slack_after_s, a_fp=a_fp)
+
         for s in sweeps:
             for c in s.candidates:
                 c.triggers = sum(1 for i in c.incidents if i["event_action"] == "trigger")
                 c.alerts_per_day = c.triggers / days if days else None
                 if labels is not None:
-                    rep = evaluate(c.incidents, labels, detectors={s.name: s.kind}, days=days,
-                                   slack_before_s=slack_before_s, slack_after_s=slack_after_s, a_fp=a_fp)
-                    c.row = rep.row(s.name, s.kind)
+                    c.row = score(c.incidents, {s.name: s.kind}).row(s.name, s.kind)
             _choose(s, labels is not None, budget, pick_by_volume)
 
         result = TuneResult(sweeps, len(events), rejected, first, last, days, labels, budget,
@@ -419,13 +440,11 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
                             picked=labels is not None or pick_by_volume)
         if labels is not None:
             kinds = {s.name: s.kind for s in sweeps}
-            chosen = [i for s in sweeps if s.chosen for i in s.chosen.incidents]
-            configured = [i for s in sweeps for i in s.candidates[0].incidents]
-            result.combined = evaluate(chosen, labels, detectors=kinds, days=days,
-                                       slack_before_s=slack_before_s, slack_after_s=slack_after_s, a_fp=a_fp)
-            result.configured_combined = evaluate(configured, labels, detectors=kinds, days=days,
-                                                  slack_before_s=slack_before_s,
-                                                  slack_after_s=slack_after_s, a_fp=a_fp)
+            if wanted is not None:  # a subset: leave out windows that none of it can detect
+                labels = result.labels = [lab for lab in labels if lab["kind"] in set(kinds.values())]
+            result.combined = score([i for s in sweeps if s.chosen for i in s.chosen.incidents], kinds)
+            result.configured_combined = score([i for s in sweeps for i in s.candidates[0].incidents],
+                                               kinds)
             if timelines and labels:
                 t2 = time.perf_counter()
                 _timelines(result, jobs, progress)
@@ -434,6 +453,11 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
         _EVENTS, _CONFIG = [], None
     seconds["total"] = time.perf_counter() - t0
     return result
+
+
+def _nab(c: Candidate, missing: float = -1e9) -> float:
+    score = c.row.nab_score if c.row is not None else None
+    return missing if score is None else score
 
 
 def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_volume: bool) -> None:
@@ -447,7 +471,7 @@ def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_v
     ok = [c for c in cands if c.fa_per_day <= budget + 1e-9]
     if labelled and s.windows:
         if ok:
-            s.chosen = max(ok, key=lambda c: (c.row.recall or 0.0, round(c.row.nab_score or -1e9, 6),
+            s.chosen = max(ok, key=lambda c: (c.row.recall or 0.0, round(_nab(c), 6),
                                               -c.fa_per_day, c.configured, -c.index))
             s.within_budget = True
             r = s.chosen.row
@@ -455,7 +479,7 @@ def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_v
                       f"alarms/day among {len(ok)} of {len(cands)} settings within the budget")
         else:
             s.chosen = min(cands, key=lambda c: (c.fa_per_day, -(c.row.recall or 0.0),
-                                                 -(c.row.nab_score or -1e9), not c.configured, c.index))
+                                                 -_nab(c), not c.configured, c.index))
             s.within_budget = False
             s.note = (f"NO SETTING MEETS THE BUDGET of {budget:g} false alarms/day; chose the least "
                       f"noisy ({s.chosen.fa_per_day:.2f}/day, recall {s.chosen.row.recall:.2f})")
@@ -541,7 +565,18 @@ def rewrite_semwatch_yaml(text: str, changes: Mapping[str, Mapping[str, Any]], h
                 for param, value in changes[name.value].items():
                     if param in keys:
                         v = keys[param][1]
-                        edits.append((v.start_mark.index, v.end_mark.index, _yaml_scalar(value)))
+                        old = text[v.start_mark.index:v.end_mark.index]
+                        new = _yaml_scalar(value)
+                        eol = text.find("\n", v.end_mark.index)
+                        eol = len(text) if eol < 0 else eol
+                        rest = text[v.end_mark.index:eol]
+                        if len(new) < len(old) and rest.startswith(" "):
+                            new = new.ljust(len(old))  # keep the comment column
+                        elif len(new) > len(old) and rest.startswith(" " * (len(new) - len(old) + 1)):
+                            rest = rest[len(new) - len(old):]
+                        mark = f"[tuned; was {old}]"
+                        rest = f"{rest}  {mark}" if "#" in rest else f"{rest.rstrip()}  # {mark}"
+                        edits.append((v.start_mark.index, eol, new + rest))
                     else:
                         edits.append((line_end, line_end,
                                       f"\n{indent}{param}: {_yaml_scalar(value)}  # tuned"))
@@ -559,13 +594,22 @@ def changed_fields(before: DetectorParams, after: DetectorParams) -> dict[str, A
 
 
 def write_tuned_config(src: Path, out: Path, chosen: Mapping[str, DetectorParams],
-                       configured: Mapping[str, DetectorParams], header: str = "") -> SemwatchConfig:
-    """Copy ``src`` to ``out`` with the chosen values in ``semwatch.yaml``; verify by loading it."""
+                       header: str = "") -> SemwatchConfig:
+    """Copy ``src`` to ``out`` with the chosen parameters in ``semwatch.yaml``; verify by loading it.
+
+    Every field of a chosen detector that differs from what the source file says *now* is
+    written, so the tuned file holds exactly what was evaluated even if the source was edited
+    during the sweep.
+    """
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise ConfigError(f"{out}: the tuned config must not overwrite its source directory")
+    current = {p.name: p for p in load_config(src).detector_params}
+    missing = sorted(set(chosen) - set(current))
+    if missing:
+        raise ConfigError(f"{src / 'semwatch.yaml'}: no detector or rule named {missing} any more")
     shutil.copytree(src, out, dirs_exist_ok=True)
-    changes = {name: changed_fields(configured[name], p) for name, p in chosen.items()}
+    changes = {name: changed_fields(current[name], p) for name, p in chosen.items()}
     changes = {k: v for k, v in changes.items() if v}
     path = out / "semwatch.yaml"
     path.write_text(rewrite_semwatch_yaml((src / "semwatch.yaml").read_text(encoding="utf-8"),
@@ -594,6 +638,7 @@ def plot_tradeoff(s: DetectorSweep, budget: Optional[float], labelled: bool, pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    extra: list = []
     if labelled and s.windows:
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
         groups: dict[tuple[float, float], list[Candidate]] = {}
@@ -601,7 +646,7 @@ def plot_tradeoff(s: DetectorSweep, budget: Optional[float], labelled: bool, pat
             groups.setdefault((round(c.fa_per_day, 6), round(c.row.recall or 0.0, 6)), []).append(c)
         xs = [k[0] for k in groups]
         ys = [k[1] for k in groups]
-        nab = [max(c.row.nab_score or 0.0 for c in g) for g in groups.values()]
+        nab = [max(_nab(c, 0.0) for c in g) for g in groups.values()]
         sizes = [40 + 25 * (len(g) - 1) for g in groups.values()]
         sc = ax.scatter(xs, ys, c=nab, s=sizes, cmap="viridis", vmin=min(0.0, min(nab)), vmax=100,
                         edgecolors="k", linewidths=0.5, zorder=3, label="candidates (size: how many)")
@@ -619,23 +664,31 @@ def plot_tradeoff(s: DetectorSweep, budget: Optional[float], labelled: bool, pat
         ax.set_ylim(-0.05, 1.08)
         ax.set_xlabel("false alarms per day")
     else:
-        fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(s.candidates)), dpi=110)
+        fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.32 * len(s.candidates)), dpi=110)
         labels = [c.label for c in s.candidates]
         vals = [c.fa_per_day for c in s.candidates]
         colors = ["tab:red" if c is s.chosen else ("tab:blue" if c.configured else "tab:gray")
                   for c in s.candidates]
-        ax.barh(range(len(vals)), vals, color=colors)
+        from matplotlib.patches import Patch
+
+        bars = ax.barh(range(len(vals)), vals, color=colors)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=2)
         ax.set_yticks(range(len(vals)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("false alarms per day" if labelled else "alerts per day")
-        ax.text(0.99, 0.02, "red: chosen, blue: configured", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=8)
+        ax.set_xlim(right=max(vals + [budget or 0.0, 1.0]) * 1.15)
+        extra = [Patch(color=color, label=text) for color, text in
+                 (("tab:red", "chosen"), ("tab:blue", "configured"), ("tab:gray", "other settings"))]
     if budget is not None:
         ax.axvline(budget, color="tab:red", linestyle="--", linewidth=1.2, label=f"budget {budget:g}/day")
     ax.set_xlim(left=-0.05 * max(1.0, ax.get_xlim()[1]))
     ax.set_title(f"{s.name} ({s.type}): {len(s.candidates)} settings", fontsize=11)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right" if labelled and s.windows else "upper right")
+    handles, _ = ax.get_legend_handles_labels()
+    if extra:  # bars: the legend goes outside, next to the plot
+        ax.legend(handles=handles + extra, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(handles=handles, fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -652,8 +705,9 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
     n = len(panels)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n + 0.8), dpi=110, sharex=True, squeeze=False)
     seg = "/".join(str(v) for v in (label.get("segment") or {}).values())
-    fig.suptitle(f"window {index}: {label['kind']} on {seg}\n{format_ts(start)[:19]} to "
-                 f"{format_ts(end)[11:19]} UTC  ({label.get('note', '')[:90]})", fontsize=9)
+    note = textwrap.shorten(label.get("note", ""), 110)
+    fig.suptitle(f"window {index}: {label['kind']} on {seg}, {format_ts(start)[:19]} to "
+                 f"{format_ts(end)[11:19]} UTC\n{note}", fontsize=9)
 
     def rel(t: float) -> float:
         return (t - start) / 60.0
@@ -672,12 +726,16 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
             ts = [rel(p[0]) for p in pts]
             ax.plot(ts, [p[1] if p[1] is not None else math.nan for p in pts], color="tab:blue",
                     linewidth=1.3, label=series["signal"])
+            if series.get("signal2"):
+                ax.plot(ts, [p[4] if p[4] is not None else math.nan for p in pts], color="tab:purple",
+                        linewidth=1.3, label=series["signal2"])
             if any(p[2] is not None for p in pts):
                 ax.plot(ts, [p[2] if p[2] is not None else math.nan for p in pts], color="tab:gray",
                         linestyle=":", linewidth=1.2, label="baseline")
             if any(p[3] is not None for p in pts):
                 ax.step(ts, [p[3] if p[3] is not None else math.nan for p in pts], where="post",
-                        color="tab:red", linestyle="--", linewidth=1.2, label="threshold")
+                        color="tab:red", linestyle="--", linewidth=1.2,
+                        label=series.get("threshold_label") or "threshold")
             ax.set_ylabel("signal", fontsize=8)
             title = f"{s.name} ({s.chosen.label if s.chosen else ''}): per-evaluation signal"
         else:
@@ -685,7 +743,7 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
             if rate:
                 ax.bar([rel(m * 60 + 30) for m, _ in rate], [c for _, c in rate], width=1.0,
                        color="tab:blue", alpha=0.55, label="events/min in the labelled segment")
-            thr = [i["threshold"] for i in incs if i["event_action"] == "trigger" and i.get("threshold") is not None]
+            thr = [i["threshold"] for i in incs if i["event_action"] == "trigger" and i.get("threshold")]
             if thr:
                 ax2 = ax.twinx()
                 ax2.axhline(thr[0], color="tab:red", linestyle="--", linewidth=1.2, label="trigger threshold")
@@ -806,7 +864,7 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
         if result.labelled:
             L.append("| setting | triggers | FA | FA/day | precision | recall | NAB | TTD p50 | TTD p90 |")
             L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-            order = sorted(s.candidates, key=lambda c: (-(c.row.recall or 0), -(c.row.nab_score or -1e9),
+            order = sorted(s.candidates, key=lambda c: (-(c.row.recall or 0), -_nab(c),
                                                         c.fa_per_day, c.index))
             for c in order:
                 r = c.row
@@ -961,8 +1019,7 @@ def run(args) -> int:
         header = (f"# Tuned by `semwatch tune` on {stamp} from {Path(config_dir)}/semwatch.yaml:\n"
                   f"# events {args.events}, budget {args.budget:g} {unit}/day per detector; "
                   f"report {args.report}.\n")
-        configured = {s.name: s.configured for s in result.sweeps}
-        write_tuned_config(Path(config_dir), out_config, result.chosen_params(), configured, header)
+        write_tuned_config(Path(config_dir), out_config, result.chosen_params(), header)
     elif args.out_config:
         print("semwatch tune: no labels and no --pick-by-volume: no tuned config written "
               f"(see the volumes in {args.report})", file=sys.stderr)

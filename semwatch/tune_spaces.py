@@ -57,7 +57,7 @@ SPACES: dict[str, dict[str, Values]] = {
     # Robust z and the ratio to the median run.
     "run_outlier": {"z_threshold": [4.0, 5.0, 6.0, 8.0], "min_ratio": Rel(0.5, 1.0, 2.0)},
     # Absolute caps: steps per run and repeats of one tool call (normal agents: <= ~34 steps).
-    "runaway_loop": {"max_steps": [40, 50, 60, 80], "max_repeated_calls": [8, 12, 20]},
+    "runaway_loop": {"max_steps": Rel(0.8, 1.0, 1.25, 1.6), "max_repeated_calls": Rel(0.5, 1.0, 1.5)},
     # Ratio to the usual level and sustain.
     "rate_spike": {"min_ratio": Rel(2 / 3, 1.0, 1.5), "for_s": Rel(0.5, 1.0, 2.0)},
     # The level and the sustain of a static rule.

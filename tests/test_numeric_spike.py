@@ -126,8 +126,8 @@ def rate(name: str, **kw) -> RateSpike:
 
 def cost_per_route(**kw) -> RateSpike:
     return rate("cost-per-route", **{"group_by": ["app", "route"], "field": "cost_usd",
-                                     "aggregate": "mean", "bucket_s": 30, "window_s": 120,
-                                     "min_ratio": 5, "min_increase": 0.0005, "min_volume": 8,
+                                     "aggregate": "mean", "bucket_s": 15, "window_s": 120,
+                                     "min_ratio": 5, "min_increase": 0.0005, "min_volume": 3,
                                      "for_s": 30, "clear_ratio": 2, "clear_for_s": 300,
                                      "warmup_s": 1800, **kw})
 
