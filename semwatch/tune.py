@@ -379,8 +379,8 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
          slack_before_s: float = DEFAULT_SLACK_BEFORE_S, slack_after_s: float = DEFAULT_SLACK_AFTER_S,
          a_fp: float = A_FP, timelines: bool = True, progress: bool = True,
          rejected: int = 0, enriched: bool = False) -> TuneResult:
-    """Sweep, evaluate and choose (see the module docstring). ``events`` are parsed, sorted events;
-    they are enriched in place unless ``enriched``."""
+    """Sweep, evaluate and choose (see the module docstring). ``events`` are parsed events in
+    event-time order (:func:`load_events`); they are enriched in place unless ``enriched``."""
     global _EVENTS, _CONFIG
     if labels is not None and budget is None:
         raise ValueError("a false-alarm budget (max false alarms per day) is needed with labels")
@@ -393,8 +393,8 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
     if not enriched:
         enrich(events, config)
     seconds["enrich"] = time.perf_counter() - t0
-    first = events[0].ts if events else None
-    last = events[-1].ts if events else None
+    first = min(e.ts for e in events) if events else None
+    last = max(e.ts for e in events) if events else None
     days = (last - first) / 86400.0 if events and last > first else None
 
     wanted = set(detectors) if detectors is not None else None
