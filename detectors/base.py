@@ -62,6 +62,8 @@ class SegmentState:
     last_seen: float = 0.0
     # True while the lifecycle is pending or firing: the engine then calls advance() on ticks.
     active: bool = False
+    # The engine's key for this state (set by the engine; saves rebuilding it on every change).
+    key: str = field(default="", repr=False, compare=False)
 
 
 @dataclass

@@ -7,16 +7,20 @@ Three detector types, all pointed by config at any numeric field (``total_tokens
     A run (cumulative, ``per: run``) or a single event (``per: event``) far from its segment's robust
     baseline: the median and MAD, on a log scale, of recent runs' totals (or events' values) — see
     :class:`detectors.robust_baseline.SampleRing`. It fires when the robust z reaches
-    ``z_threshold`` *and* the value is ``min_ratio`` times the median (and at least ``min_value``).
-    Flagged runs are withdrawn from the baseline (never learn from what was flagged). Optional
-    absolute caps ``max_steps`` / ``max_value`` flag a run whatever the baseline says.
+    ``z_threshold`` *and* the value is ``min_ratio`` times the median *and* ``tail_ratio`` times the
+    recent tail (the 2nd largest sample; token counts are heavier-tailed than log-normal) *and* at
+    least ``min_value``; per run only from ``min_steps`` steps on (one call cannot run away).
+    The score comes first, then learning; flagged runs are withdrawn from the baseline. Optional
+    absolute caps ``max_steps`` / ``max_repeated_calls`` / ``max_value`` flag a run whatever the
+    baseline says.
     One incident per segment problem: several outlying runs in one segment are one trigger whose
     evidence lists their run ids; it resolves after ``quiet_s`` without a new outlier (and without
     a new step of an outlying run, so a loop that keeps burning keeps it open).
 
 ``runaway_loop``
-    The same machinery with absolute caps only (``max_steps`` steps or ``max_value`` tokens in one
-    run): a run that goes on and on is a loop, however the baseline looks.
+    The same machinery with absolute caps only: more than ``max_steps`` steps, more than
+    ``max_repeated_calls`` exact repeats of the run's own earlier tool calls (name + arguments), or
+    more than ``max_value`` tokens in one run — a loop, however the baseline looks.
 
 ``rate_spike``
     Aggregate burn per segment: the field summed per event-time bucket (tokens/min, $/min, events/min
@@ -52,7 +56,7 @@ KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]
 _SEVERITIES = ("SEV-3", "SEV-2", "SEV-1")
 INF = math.inf
-MAX_CALL_KEYS = 64  # distinct tool calls remembered per run (max_repeats); later new ones ignored
+MAX_CALL_KEYS = 64  # distinct tool calls remembered per run (max_repeated_calls); later new ignored
 
 
 # Top-level string fields of RunEvent: a segment of these is read with getattr (the fast path).
@@ -268,7 +272,6 @@ class RunOutlier(Detector):
         self._fieldname = p.field
         self._up = p.direction in ("up", "both")
         self._down = p.direction in ("down", "both")
-        self._group_by = p.group_by
         # Steps and repeated calls count even on events that do not carry the field.
         self._counts_without_value = self._per_run and (p.max_steps is not None
                                                         or p.max_repeated_calls is not None)

@@ -67,7 +67,8 @@ class Engine(StateAccess):
         self._by_name = {d.name: d for d in self.detectors}
         self._lru: dict[str, OrderedDict[str, None]] = {d.name: OrderedDict() for d in self.detectors}
         self._active: set[str] = set()
-        self._touched: list[str] = []
+        # Keys touched since the last tick: their `active` flag is settled into _active at ticks.
+        self._since_tick: set[str] = set()
         self._out: list[Incident] = []
         self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw)
         self._ctx = Context(self, self.changes, self._out.append)
@@ -88,6 +89,7 @@ class Engine(StateAccess):
         for lru in self._lru.values():
             lru.clear()
         self._active.clear()
+        self._since_tick.clear()
         entries = []
         for key, st in list(self.data.items()):
             if isinstance(st, SegmentState):
@@ -117,7 +119,7 @@ class Engine(StateAccess):
         self._active.discard(key)
 
     def get_or_create(self, detector, segment, factory, now):
-        key = self._key(detector, segment)
+        key = f"{detector.name}|{SEP.join(segment.values())}"
         st = self.data.get(key)
         lru = self._lru[detector.name]
         if st is None:
@@ -126,11 +128,14 @@ class Engine(StateAccess):
                 return None
             st = factory()
             st.segment = dict(segment)
+            st.key = key
             self.data[key] = st
         if now > st.last_seen:
             st.last_seen = now
-        lru[key] = None
-        lru.move_to_end(key)
+        try:
+            lru.move_to_end(key)
+        except KeyError:
+            lru[key] = None
         self._touch(key)
         return st
 
@@ -143,15 +148,17 @@ class Engine(StateAccess):
         self._delete(key)
 
     def changed(self, detector, state):
-        self._touch(self._key(detector, state.segment))
+        self._touch(state.key or self._key(detector, state.segment))
 
     def _touch(self, key: str) -> None:
         self.dirty.add(key)
-        self.deleted.discard(key)
-        self._touched.append(key)
+        if self.deleted:
+            self.deleted.discard(key)
+        self._since_tick.add(key)
 
     def _evict_one(self, detector: Detector) -> bool:
         """Make room under the segment cap: forget the least recently seen idle segment."""
+        self._settle_touched()
         lru = self._lru[detector.name]
         for key in lru:
             if key not in self._active:
@@ -220,26 +227,27 @@ class Engine(StateAccess):
         self.changes.observe(event)
         for detector in self.detectors:
             detector.observe(event, self._ctx)
-        self._settle_touched()
         if event.ts > clock.max_ts:
             clock.max_ts = event.ts
             self._tick(clock)
         self._ctx.late = False
 
     def _settle_touched(self) -> None:
-        for key in self._touched:
-            st = self.data.get(key)
+        data, active = self.data, self._active
+        for key in self._since_tick:
+            st = data.get(key)
             if st is not None and st.active:
-                self._active.add(key)
+                active.add(key)
             else:
-                self._active.discard(key)
-        self._touched.clear()
+                active.discard(key)
+        self._since_tick.clear()
 
     def _tick(self, clock: EngineClock, force: bool = False) -> None:
         watermark = clock.max_ts - self.options.allowed_lateness_s
         if force or watermark >= clock.next_tick:
             clock.next_tick = watermark + self.options.tick_s
             self._put_raw(ENGINE_KEY, clock)
+            self._settle_touched()
             for key in sorted(self._active):
                 st = self.data.get(key)
                 detector = self._by_name.get(key.split("|", 1)[0])
@@ -250,6 +258,7 @@ class Engine(StateAccess):
             self._settle_touched()
         if watermark >= clock.next_sweep:
             clock.next_sweep = watermark + self.options.sweep_s
+            self._settle_touched()
             self._sweep(watermark)
 
     def _sweep(self, watermark: float) -> None:
@@ -257,11 +266,14 @@ class Engine(StateAccess):
         for detector in self.detectors:
             horizon = watermark - detector.params.idle_ttl_s
             lru = self._lru[detector.name]
-            while lru:
+            for _ in range(len(lru)):
                 key = next(iter(lru))
                 st = self.data.get(key)
-                if st is not None and (st.last_seen >= horizon or key in self._active):
+                if st is not None and st.last_seen >= horizon:
                     break
+                if key in self._active:  # an open incident is resolved by its detector first
+                    lru.move_to_end(key)
+                    continue
                 del lru[key]
                 self._delete(key)
                 self.stats.expired += 1

@@ -211,12 +211,20 @@ class SemwatchApp:
                     last_ts = event.ts if last_ts is None else max(last_ts, event.ts)
                 self.metrics.late.inc(engine.stats.late - late_before)
                 self.metrics.processed.inc(len(evs))
-                self._write_changelog(partition, engine)
+                # Incidents are acknowledged by the broker before the state that remembers them is
+                # written: a crash in between replays the events and re-emits the same incident
+                # (same incident_id, deterministic), rather than a state that says "already paged"
+                # for a page that was never sent.
+                sent = []
                 for inc in incidents:
-                    await self.incidents_topic.send(key=inc.dedup_key.encode(), value=incident_record(inc))
+                    sent.append(await self.incidents_topic.send(key=inc.dedup_key.encode(),
+                                                                value=incident_record(inc)))
                     self.metrics.incident(inc)
                     log.info("incident %s %s %s %s", inc.event_action, inc.severity, inc.dedup_key,
                              inc.summary)
+                for fut in sent:
+                    await fut
+                self._write_changelog(partition, engine)
             self.metrics.processing.observe(time.perf_counter() - started)
             self.metrics.last_processed_ts.set(time.time())
             if last_ts is not None:
