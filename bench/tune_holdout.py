@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -35,9 +36,13 @@ from semwatch.tune import load_events, tune, write_report, write_tuned_config  #
 
 
 def write_dataset(seed: int, start: float, duration: float, rate: float, workdir: Path) -> tuple[Path, Path, list]:
+    """Generate (or reuse, when a previous run left it in ``workdir``) one labelled data set."""
+    stem = f"seed{seed}-{int(start)}-{int(duration)}s-{rate:g}eps"
+    ev_path = workdir / f"events-{stem}.jsonl"
+    lab_path = workdir / f"labels-{stem}.jsonl"
+    if ev_path.exists() and lab_path.exists():
+        return ev_path, lab_path, [json.loads(line) for line in lab_path.read_text().splitlines() if line]
     events, labels = generate(seed, start, duration, rate=rate)
-    ev_path = workdir / f"events-seed{seed}.jsonl"
-    lab_path = workdir / f"labels-seed{seed}.jsonl"
     with open(ev_path, "w", encoding="utf-8") as fh:
         buf = []
         for ev in events:
@@ -47,7 +52,7 @@ def write_dataset(seed: int, start: float, duration: float, rate: float, workdir
                 buf.clear()
         if buf:
             fh.write("\n".join(buf) + "\n")
-    with open(lab_path, "w", encoding="utf-8") as fh:
+    with open(lab_path, "w", encoding="utf-8") as fh:  # written last: its presence marks completion
         for lab in labels:
             fh.write(json.dumps(lab) + "\n")
     return ev_path, lab_path, labels
@@ -71,19 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help="false alarms per day per detector (default 1)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--config", default=str(ROOT / "config"))
-    ap.add_argument("--workdir", default=None, help="keep data, tuned config and report here")
+    ap.add_argument("--workdir", default=None,
+                    help="keep data, tuned config and report here (data sets found there are reused)")
     args = ap.parse_args(argv)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="semwatch-holdout-"))
     workdir.mkdir(parents=True, exist_ok=True)
     start, duration = parse_time(args.start), parse_duration(args.duration)
-    config = load_config(args.config)
+    # A frozen copy: edits to the source config during a long run must not change the experiment.
+    source = workdir / "source-config"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(args.config, source)
+    config = load_config(source)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     t = time.perf_counter()
     a_events, a_labels_path, a_labels = write_dataset(args.seed_a, start, duration, args.rate, workdir)
     b_events, _, b_labels = write_dataset(args.seed_b, start, duration, args.rate, workdir)
-    log(f"generated both data sets in {time.perf_counter() - t:.0f} s into {workdir}")
+    log(f"data sets ready in {time.perf_counter() - t:.0f} s in {workdir}")
 
     # -- tune on A ------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -94,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     del events
     gc.collect()
     tuned_dir = workdir / "tuned-config"
-    write_tuned_config(Path(args.config), tuned_dir, result.chosen_params(),
+    shutil.rmtree(tuned_dir, ignore_errors=True)
+    write_tuned_config(source, tuned_dir, result.chosen_params(),
                        header=f"# Tuned by bench/tune_holdout.py on seed {args.seed_a}, budget "
                               f"{args.budget:g} false alarms/day per detector.\n")
     report_path = workdir / "tune" / "report.md"
-    pngs = write_report(result, report_path, events_path=str(a_events), config_dir=args.config,
+    pngs = write_report(result, report_path, events_path=str(a_events), config_dir=str(source),
                         out_config=tuned_dir)
     tuned = load_config(tuned_dir)
 

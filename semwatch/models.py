@@ -39,7 +39,8 @@ def parse_ts(value: Any) -> float:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+            # The value is not echoed: the detail goes to logs and DLQ headers, and may be anything.
+            raise ValueError(f"not an RFC 3339 timestamp (a string of {len(value)} characters)") from None
         if parsed.tzinfo is None:
             raise ValueError("timestamp has no UTC offset; RFC 3339 requires one (e.g. 'Z')")
         ts = parsed.timestamp()

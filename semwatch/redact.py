@@ -20,14 +20,23 @@ _PATTERNS = [
     (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "[number]"),  # card-like digit runs
     (re.compile(r"(?<![\w])\+?\d{1,3}?[\s.\-]?\(?\d{2,4}\)?[\s.\-]?\d{3,4}[\s.\-]?\d{3,4}(?![\w])"), "[phone]"),
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[number]"),  # SSN-like
+    # International numbers in short groups (+33 6 12 34 56 78, +81 3-1234-5678), 8+ digits.
+    (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){2,6}(?!\w)"),
+     lambda m: "[phone]" if sum(c.isdigit() for c in m.group(0)) >= 8 else m.group(0)),
+    (re.compile(r"\b0\d(?:[ .\-]?\d{2}){4}\b"), "[phone]"),  # national in pairs: 06 12 34 56 78
 ]
+
+_CUT_TAIL = re.compile(r"[\s\d()+.\-]*\S*$")
 
 
 def redact(text: str | None, max_chars: int = 160) -> str:
     """Redacted, single-line excerpt of at most ``max_chars`` characters."""
     if not text:
         return ""
-    text = text[: max_chars * 4]
+    if len(text) > max_chars * 4:
+        # The cut may halve an email, key or phone number that no pattern then recognises: drop
+        # the partial last token (and the digit groups before it).
+        text = _CUT_TAIL.sub("", text[: max_chars * 4])
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     text = " ".join(text.split())

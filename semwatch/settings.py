@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Batch size and wait for the detection agent (stream.take): bigger batches, fewer changelog writes.
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
+    # Reordering across input partitions: a source quiet this long stops holding the others back.
+    reorder_idle_s: float = Field(default=2.0, gt=0)
+    # Bytes fetched per partition per request: small keeps partitions close in event time.
+    fetch_partition_bytes: int = Field(default=256 * 1024, ge=16384)
     # Producer batching (keyed topic, changelog, incidents).
     producer_linger_s: float = Field(default=0.01, ge=0)
     producer_batch_bytes: int = Field(default=1024 * 1024, ge=16384)

@@ -109,6 +109,7 @@ class DetectorSweep:
     within_budget: Optional[bool] = None
     note: str = ""
     unknown_space: list[str] = field(default_factory=list)
+    skipped: int = 0  # settings not replayed (configured within budget, no labelled window)
     timeline: Optional[dict] = None  # {"incidents": [...], "series": [...]} with the chosen setting
 
 
@@ -415,9 +416,27 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
 
     _EVENTS, _CONFIG = events, config
     try:
-        tasks = [("sweep", (si, c.index), c.params) for si, s in enumerate(sweeps) for c in s.candidates]
+        # With labels, a detector whose kind has no labelled window keeps its configured setting
+        # when that is within the budget (see _choose): its other settings are replayed only if not.
+        def lazy(s: DetectorSweep) -> bool:
+            return labels is not None and not s.windows and len(s.candidates) > 1
+
         t1 = time.perf_counter()
+        tasks = [("sweep", (si, c.index), c.params) for si, s in enumerate(sweeps)
+                 for c in s.candidates if c.configured or not lazy(s)]
         for _, (si, ci), incidents, secs in _run_tasks(tasks, jobs, progress, "sweep"):
+            c = sweeps[si].candidates[ci]
+            c.incidents, c.seconds = incidents, secs
+        more = []
+        for si, s in enumerate(sweeps):
+            if lazy(s):
+                alarms = sum(1 for i in s.candidates[0].incidents if i["event_action"] == "trigger")
+                if days and alarms / days > budget + 1e-9:
+                    more += [("sweep", (si, c.index), c.params) for c in s.candidates[1:]]
+                else:
+                    s.skipped = len(s.candidates) - 1
+                    s.candidates = s.candidates[:1]
+        for _, (si, ci), incidents, secs in _run_tasks(more, jobs, progress, "sweep (more)"):
             c = sweeps[si].candidates[ci]
             c.incidents, c.seconds = incidents, secs
         seconds["sweep"] = time.perf_counter() - t1
@@ -489,6 +508,8 @@ def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_v
             s.chosen, s.within_budget = configured, True
             s.note = (f"no labelled window of kind {s.kind}: recall cannot be measured; kept the "
                       f"configured setting ({configured.fa_per_day:.2f} false alarms/day, within budget)")
+            if s.skipped:
+                s.note += f"; its {s.skipped} other settings were not replayed"
         else:
             s.chosen = min(cands, key=lambda c: (c.fa_per_day, not c.configured, c.index))
             s.within_budget = s.chosen.fa_per_day <= budget + 1e-9

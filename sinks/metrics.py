@@ -28,6 +28,9 @@ class WorkerMetrics:
             ["reason"], registry=r)
         self.processed = Counter("semwatch_events_processed",
                                  "Events run through the detectors.", registry=r)
+        self.buffered = Gauge("semwatch_events_buffered",
+                              "Events held to be processed in event-time order across partitions.",
+                              registry=r)
         self.late = Counter("semwatch_events_late",
                             "Events later than the allowed lateness (kept out of windows).", registry=r)
         self.incidents = Counter(

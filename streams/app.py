@@ -16,6 +16,7 @@ the state entries that changed are written to the changelog, to the partition th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -29,6 +30,7 @@ import faust
 from semwatch.config import SemwatchConfig
 from semwatch.engine import Engine
 from semwatch.models import Incident, RunEvent
+from semwatch.reorder import ReorderBuffer
 from semwatch.settings import Settings
 from semwatch.validation import validate_record
 from sinks.kafka import incident_record
@@ -38,7 +40,17 @@ from streams import state_codec
 log = logging.getLogger("semwatch.worker")
 
 REASON_HEADER = "semwatch.reason"
+SOURCE_HEADER = "semwatch.src"  # input partition of a keyed record: the reorder buffer's source
 DETAIL_HEADER = "semwatch.error"
+
+
+def _header(msg, name: str) -> Optional[str]:
+    headers = msg.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
 
 
 class PartitionState(MutableMapping):
@@ -78,6 +90,8 @@ class SemwatchApp:
         self.metrics = metrics or WorkerMetrics()
         self.partition_by = tuple(config.engine.partition_by)
         self.engines: dict[int, Engine] = {}
+        self.buffers: dict[int, ReorderBuffer] = {}
+        self._lock = asyncio.Lock()
         self._last_offsets: dict[Any, int] = {}
 
         app = faust.App(
@@ -92,8 +106,10 @@ class SemwatchApp:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
-            # Large enough for a record over the dead-letter limit to be read and dead-lettered.
-            consumer_max_fetch_size=max(4 * 1024 * 1024, settings.max_record_bytes * 16),
+            # Small per-partition fetches keep the input partitions close in event time while a
+            # backlog is consumed (one 4 MiB fetch is ~20 simulated minutes of one partition); a
+            # record larger than this is still returned whole (KIP-74) and then dead-lettered.
+            consumer_max_fetch_size=settings.fetch_partition_bytes,
             producer_max_request_size=max(1024 * 1024, settings.max_record_bytes * 16),
             stream_buffer_maxsize=max(4096, settings.batch_max * 2),
             # Batch produce requests: the keyed topic and the changelog get thousands of small
@@ -124,6 +140,7 @@ class SemwatchApp:
             self.otlp_topic = app.topic(settings.topics.otlp, partitions=settings.partitions, **raw)
             app.agent(self.otlp_topic, name="otlp")(self._otlp)
         app.timer(5.0, name="gauges")(self._update_gauges)
+        app.timer(max(0.1, settings.reorder_idle_s / 4), name="release")(self._release_idle)
         app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -148,7 +165,8 @@ class SemwatchApp:
                     await self.dead_letter(msg, verdict.reason or "schema", verdict.detail)
                 else:
                     m.valid.inc()
-                    await self.keyed_topic.send(key=self.partition_key(verdict.event), value=msg.value)
+                    await self.keyed_topic.send(key=self.partition_key(verdict.event), value=msg.value,
+                                                headers=[(SOURCE_HEADER, f"{msg.partition}".encode())])
                 self._last_offsets[msg.tp] = msg.offset
 
     async def dead_letter(self, msg, reason: str, detail: str) -> None:
@@ -196,39 +214,59 @@ class SemwatchApp:
 
     async def _detect(self, stream) -> None:
         async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
-            started = time.perf_counter()
-            by_partition: dict[int, list] = defaultdict(list)
             for ev in events:
-                by_partition[ev.message.partition].append(ev)
-            last_ts = None
-            for partition, evs in by_partition.items():
-                engine = self.engine_for(partition)
-                late_before = engine.stats.late
-                incidents: list[Incident] = []
-                for ev in evs:
-                    event = RunEvent.model_validate_json(ev.message.value)
-                    incidents.extend(engine.process(event))
-                    last_ts = event.ts if last_ts is None else max(last_ts, event.ts)
-                self.metrics.late.inc(engine.stats.late - late_before)
-                self.metrics.processed.inc(len(evs))
-                # Incidents are acknowledged by the broker before the state that remembers them is
-                # written: a crash in between replays the events and re-emits the same incident
-                # (same incident_id, deterministic), rather than a state that says "already paged"
-                # for a page that was never sent.
-                sent = []
-                for inc in incidents:
-                    sent.append(await self.incidents_topic.send(key=inc.dedup_key.encode(),
-                                                                value=incident_record(inc)))
-                    self.metrics.incident(inc)
-                    log.info("incident %s %s %s %s", inc.event_action, inc.severity, inc.dedup_key,
-                             inc.summary)
-                for fut in sent:
-                    await fut
-                self._write_changelog(partition, engine)
-            self.metrics.processing.observe(time.perf_counter() - started)
-            self.metrics.last_processed_ts.set(time.time())
-            if last_ts is not None:
-                self.metrics.last_event_ts.set(last_ts)
+                msg = ev.message
+                event = RunEvent.model_validate_json(msg.value)
+                # Held until processed: take_events' own ack then leaves the offset uncommitted,
+                # so a crash re-delivers what was still buffered.
+                msg.incref()
+                buf = self.buffers.get(msg.partition)
+                if buf is None:
+                    buf = self.buffers[msg.partition] = ReorderBuffer(self.settings.reorder_idle_s)
+                buf.add(_header(msg, SOURCE_HEADER) or "?", event.ts, (event, ev))
+            await self._release()
+
+    async def _release_idle(self) -> None:
+        # Sources that went quiet stop holding the others back even when no new batch arrives.
+        if any(len(b) for b in self.buffers.values()):
+            await self._release()
+
+    async def _release(self) -> None:
+        async with self._lock:
+            for partition, buf in list(self.buffers.items()):
+                ready = buf.release()
+                if ready:
+                    await self._process(partition, ready)
+            self.metrics.buffered.set(sum(len(b) for b in self.buffers.values()))
+
+    async def _process(self, partition: int, ready: list) -> None:
+        started = time.perf_counter()
+        engine = self.engine_for(partition)
+        late_before = engine.stats.late
+        incidents: list[Incident] = []
+        for event, _ in ready:
+            incidents.extend(engine.process(event))
+        self.metrics.late.inc(engine.stats.late - late_before)
+        self.metrics.processed.inc(len(ready))
+        # Incidents are acknowledged by the broker before the state that remembers them is
+        # written: a crash in between replays the events and re-emits the same incident
+        # (same incident_id, deterministic), rather than a state that says "already paged"
+        # for a page that was never sent.
+        sent = []
+        for inc in incidents:
+            sent.append(await self.incidents_topic.send(key=inc.dedup_key.encode(),
+                                                        value=incident_record(inc)))
+            self.metrics.incident(inc)
+            log.info("incident %s %s %s %s", inc.event_action, inc.severity, inc.dedup_key,
+                     inc.summary)
+        for fut in sent:
+            await fut
+        self._write_changelog(partition, engine)
+        for _, ev in ready:
+            ev.ack()
+        self.metrics.processing.observe(time.perf_counter() - started)
+        self.metrics.last_processed_ts.set(time.time())
+        self.metrics.last_event_ts.set(ready[-1][0].ts)
 
     def _write_changelog(self, partition: int, engine: Engine) -> None:
         dirty, deleted = engine.pop_dirty()
@@ -244,6 +282,7 @@ class SemwatchApp:
         for tp in revoked:
             if tp.topic == self.keyed_topic.get_topic_name():
                 self.engines.pop(tp.partition, None)
+                self.buffers.pop(tp.partition, None)  # unacked: the new owner reads them again
                 prefix = f"{tp.partition}|"
                 for key in [k for k in list(self.table.data.keys()) if k.startswith(prefix)]:
                     self.table.data.pop(key, None)
