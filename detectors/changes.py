@@ -17,6 +17,9 @@ from semwatch.models import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
 MAX_VALUES = 16  # per field and scope: a hostile stream cannot grow this without bound
+# Values first seen within this long of a scope's first event are its starting configuration
+# (several routes or models run side by side), not changes.
+WARMUP_S = 1800.0
 
 
 @dataclass
@@ -26,6 +29,7 @@ class ScopeHistory:
     # recorded changes: [field, from, to, first_seen]
     changes: list[list] = field(default_factory=list)
     last_seen: float = 0.0
+    first_seen: Optional[float] = None
 
 
 class ChangeTracker:
@@ -50,7 +54,7 @@ class ChangeTracker:
             hist = self._get(key)
             created = hist is None
             if hist is None:
-                hist = ScopeHistory()
+                hist = ScopeHistory(first_seen=event.ts)
             dirty = created
             for f in fields:
                 value = getattr(event, f, None)
@@ -71,7 +75,8 @@ class ChangeTracker:
                     entry[2] = ts
                     return True
                 return False
-        if seen:
+        warm = hist.first_seen is None or ts - hist.first_seen >= WARMUP_S
+        if seen and warm:
             # The value it replaces: the one most recently active before this one appeared.
             previous = max(seen, key=lambda e: e[2])[0]
             hist.changes.append([f, previous, value, ts])

@@ -877,7 +877,9 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
     L.append("## Detectors\n")
     for s in result.sweeps:
         L.append(f"### {s.name} ({s.type}, kind {s.kind})\n")
-        if plots:
+        if s.skipped:
+            L.append(f"{s.note}.\n")
+        if plots and len(s.candidates) > 1:
             png = path.parent / f"{stem}-tradeoff-{_safe(s.name)}.png"
             plot_tradeoff(s, budget, result.labelled, png)
             pngs.append(png)
