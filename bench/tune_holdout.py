@@ -35,7 +35,8 @@ from semwatch.replay import replay_events  # noqa: E402
 from semwatch.tune import load_events, tune, write_report, write_tuned_config  # noqa: E402
 
 
-def write_dataset(seed: int, start: float, duration: float, rate: float, workdir: Path) -> tuple[Path, Path, list]:
+def write_dataset(seed: int, start: float, duration: float, rate: float,
+                  workdir: Path) -> tuple[Path, Path, list]:
     """Generate (or reuse, when a previous run left it in ``workdir``) one labelled data set."""
     stem = f"seed{seed}-{int(start)}-{int(duration)}s-{rate:g}eps"
     ev_path = workdir / f"events-{stem}.jsonl"
@@ -61,9 +62,9 @@ def write_dataset(seed: int, start: float, duration: float, rate: float, workdir
 def headline(report, days: float) -> str:
     r = report.row("all")
     fa = r.false_alarms
+    precision = "-" if r.precision is None else f"{r.precision:.2f}"
     return (f"recall {r.recall:.2f} ({r.detected}/{r.windows} windows), false alarms {fa / days:.2f}/day "
-            f"({fa} in {days:.2f} days), precision {r.precision if r.precision is not None else float('nan'):.2f}, "
-            f"NAB {r.nab_score:.1f}")
+            f"({fa} in {days:.2f} days), precision {precision}, NAB {r.nab_score:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     # -- results --------------------------------------------------------------------------------
     changed = [f"{s.name}: {s.chosen.label}" for s in result.sweeps if s.chosen and not s.chosen.configured]
     print(f"semwatch tune holdout: tune on seed {args.seed_a}, test on seed {args.seed_b}; "
-          f"{args.duration} each at {args.rate:g} events/s; budget {args.budget:g} false alarm/day per detector")
+          f"{args.duration} each at {args.rate:g} events/s; "
+          f"budget {args.budget:g} false alarm/day per detector")
     print(f"tuning: {n_a} events, {len(a_labels)} labelled windows, "
-          f"{sum(len(s.candidates) for s in result.sweeps)} replays in {result.seconds.get('sweep', 0):.0f} s "
+          f"{sum(len(s.candidates) for s in result.sweeps)} replays "
+          f"in {result.seconds.get('sweep', 0):.0f} s "
           f"on {result.jobs} processes")
     print("changed: " + ("; ".join(changed) if changed else "nothing (the configured settings won)"))
     for w in result.warnings():

@@ -10,8 +10,9 @@ it survives restarts like any detector state.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from semwatch.models import SuspectedChange, format_ts, RunEvent
 
@@ -20,6 +21,8 @@ MAX_VALUES = 16  # per field and scope: a hostile stream cannot grow this withou
 # Values first seen within this long of a scope's first event are its starting configuration
 # (several routes or models run side by side), not changes.
 WARMUP_S = 1800.0
+# Scopes kept at most (least recently seen go first): hostile route/app cardinality stays bounded.
+MAX_SCOPES = 20000
 
 
 @dataclass
@@ -34,10 +37,18 @@ class ScopeHistory:
 
 class ChangeTracker:
     def __init__(self, lookback_s: float, get: Callable[[str], Optional[ScopeHistory]],
-                 put: Callable[[str, ScopeHistory], None]):
+                 put: Callable[[str, ScopeHistory], None],
+                 delete: Optional[Callable[[str], None]] = None, max_scopes: int = MAX_SCOPES):
         self.lookback_s = lookback_s
         self._get = get
         self._put = put
+        self._delete = delete
+        self.max_scopes = max_scopes
+        self._lru: OrderedDict[str, None] = OrderedDict()  # scope keys, least recently seen first
+
+    def reset_index(self, keys: Iterable[str]) -> None:
+        """The scope keys in the store, least recently seen first (after recovery)."""
+        self._lru = OrderedDict((k, None) for k in keys)
 
     @staticmethod
     def scope_keys(segment: dict[str, str]) -> list[str]:
@@ -53,8 +64,22 @@ class ChangeTracker:
                             (f"__changes__|{event.app}|*", TRACKED)):
             hist = self._get(key)
             created = hist is None
+            lru = self._lru
             if hist is None:
+                while len(lru) >= self.max_scopes:  # make room: forget the least recently seen
+                    if self._delete is None:
+                        break
+                    self._delete(lru.popitem(last=False)[0])
+                if len(lru) >= self.max_scopes:
+                    continue
                 hist = ScopeHistory(first_seen=event.ts)
+                lru.pop(key, None)  # swept earlier: back as the most recent
+                lru[key] = None
+            else:
+                try:
+                    lru.move_to_end(key)
+                except KeyError:
+                    lru[key] = None
             dirty = created
             for f in fields:
                 value = getattr(event, f, None)

@@ -70,7 +70,9 @@ class Engine(StateAccess):
         # Keys touched since the last tick: their `active` flag is settled into _active at ticks.
         self._since_tick: set[str] = set()
         self._out: list[Incident] = []
-        self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw)
+        self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw,
+                                     self._delete, max((d.params.max_segments for d in self.detectors),
+                                                       default=20000))
         self._ctx = Context(self, self.changes, self._out.append)
         self._classifier = None
         self.rebuild_indexes()
@@ -90,12 +92,15 @@ class Engine(StateAccess):
             lru.clear()
         self._active.clear()
         self._since_tick.clear()
-        entries = []
+        entries, scopes = [], []
         for key, st in list(self.data.items()):
             if isinstance(st, SegmentState):
                 name = key.split("|", 1)[0]
                 if name in self._lru:
                     entries.append((st.last_seen, name, key, st.active))
+            elif isinstance(st, ScopeHistory):
+                scopes.append((st.last_seen, key))
+        self.changes.reset_index(key for _, key in sorted(scopes))
         for _, name, key, active in sorted(entries):
             self._lru[name][key] = None
             if active:

@@ -242,7 +242,8 @@ class _Probe:
             self.threshold_label = "usual × min_ratio (z and min_increase must hold too)"
         elif t in ("threshold", "wrong_entity_rate"):
             what = getattr(params, "aggregate", "rate")
-            self.signal = f"{what} of {getattr(params, 'field', None) or 'out-of-scope calls'} over {params.window_s:g} s"
+            field_name = getattr(params, "field", None) or "out-of-scope calls"
+            self.signal = f"{what} of {field_name} over {params.window_s:g} s"
         elif t == "runaway_loop":
             self.signal = f"steps of the labelled run / max_steps ({params.max_steps})"
             self.threshold_label = "limit"
@@ -724,7 +725,7 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
 
     start, end = parse_ts(label["start"]), parse_ts(label["end"])
     n = len(panels)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n + 0.8), dpi=110, sharex=True, squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(12, 2.6 * n + 0.9), dpi=100, sharex=True, squeeze=False)
     seg = "/".join(str(v) for v in (label.get("segment") or {}).values())
     note = textwrap.shorten(label.get("note", ""), 110)
     fig.suptitle(f"window {index}: {label['kind']} on {seg}, {format_ts(start)[:19]} to "
@@ -735,7 +736,8 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
 
     for ax, (s, series) in zip(axes[:, 0], panels):
         ax.axvspan(rel(start - slack_before_s), rel(start), color="tab:orange", alpha=0.10)
-        ax.axvspan(rel(start), rel(max(end, start + 20)), color="tab:red", alpha=0.18, label="labelled window")
+        ax.axvspan(rel(start), rel(max(end, start + 20)), color="tab:red", alpha=0.18,
+                   label="labelled window")
         ax.axvspan(rel(max(end, start + 20)), rel(end + slack_after_s), color="tab:orange", alpha=0.12,
                    label="match slack / grace")
         lo, hi = series["lo"], series["hi"]
@@ -743,6 +745,7 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
                 if lo <= parse_ts(i["detected_at"]) <= hi
                 and segments_consistent(label.get("segment") or {}, i.get("segment") or {})]
         pts = series["points"]
+        ax2 = None
         if series["signal"] and pts:
             ts = [rel(p[0]) for p in pts]
             ax.plot(ts, [p[1] if p[1] is not None else math.nan for p in pts], color="tab:blue",
@@ -774,7 +777,6 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
                     ax2.scatter([o[0] for o in obs], [o[1] for o in obs], color="tab:red", zorder=5,
                                 label="observed at trigger")
                 ax2.set_ylabel("value at trigger", fontsize=8)
-                ax2.legend(fontsize=7, loc="upper right")
             ax.set_ylabel("events/min", fontsize=8)
             why = series["unavailable"] or "no signal recorded"
             title = f"{s.name} ({s.chosen.label if s.chosen else ''}): no signal — {why}; event rate shown"
@@ -788,7 +790,12 @@ def plot_window(index: int, label: dict, panels: list[tuple[DetectorSweep, dict]
         ax.plot([], [], color="black", linestyle=":", linewidth=1.2, label="resolve")
         ax.set_title(title, fontsize=8.5, loc="left")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        handles, names = ax.get_legend_handles_labels()
+        if ax2 is not None:  # one legend for both y axes
+            h2, n2 = ax2.get_legend_handles_labels()
+            handles, names = handles + h2, names + n2
+        ax.legend(handles, [textwrap.fill(t, 34) for t in names], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01 if ax2 is None else 1.07, 1.0), borderaxespad=0.0)
         ax.set_xlim(rel(lo), rel(hi))
     axes[-1, 0].set_xlabel("minutes from the labelled start")
     fig.tight_layout()
@@ -834,7 +841,8 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
     if result.labelled:
         L.append("Per detector: the highest recall within the budget, then the highest NAB score "
                  "(earliness), then the fewest false alarms, then the configured setting.\n")
-        L.append("| detector | type | kind | windows | settings | chosen | recall | FA/day | NAB | TTD p50 | within budget | note |")
+        L.append("| detector | type | kind | windows | settings | chosen | recall | FA/day | NAB "
+                 "| TTD p50 | within budget | note |")
         L.append("|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|")
         for s in result.sweeps:
             c = s.chosen
@@ -861,7 +869,8 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
         for s in result.sweeps:
             for c in s.candidates:
                 mark = "**chosen**" if c is s.chosen else ""
-                L.append(f"| {s.name} | {s.type} | {c.label} | {c.triggers} | {_fmt(c.alerts_per_day)} | {mark} |")
+                L.append(f"| {s.name} | {s.type} | {c.label} | {c.triggers} "
+                         f"| {_fmt(c.alerts_per_day)} | {mark} |")
         L.append("")
         if result.picked:
             L.append("Picked per detector: the most alerts per day within the budget (the most "
@@ -949,7 +958,8 @@ def summary_text(result: TuneResult) -> str:
             r = c.row if c else None
             flag = "" if s.within_budget else "   <-- OVER BUDGET"
             out.append(f"{s.name:<{w}}  {len(s.candidates):>8}  {_fmt(r.recall if r else None):>6}  "
-                       f"{_fmt(c.fa_per_day if c else None):>6}  {_fmt(r.nab_score if r else None, '.1f'):>6}  "
+                       f"{_fmt(c.fa_per_day if c else None):>6}  "
+                       f"{_fmt(r.nab_score if r else None, '.1f'):>6}  "
                        f"{c.label if c else '-'}{flag}")
         total = sum(s.chosen.fa_per_day for s in result.sweeps if s.chosen)
         out.append(f"combined: {total:.2f} false alarms/day (budget {result.budget:g} per detector)")
@@ -972,14 +982,16 @@ def summary_text(result: TuneResult) -> str:
 def add_arguments(parser) -> None:
     parser.add_argument("--events", required=True, help="recorded events, JSON Lines")
     parser.add_argument("--labels", default=None, help="labelled windows, JSON Lines (omit: volumes only)")
-    parser.add_argument("--config", default=None, help="source config directory (default: settings config_dir)")
+    parser.add_argument("--config", default=None,
+                        help="source config directory (default: settings config_dir)")
     parser.add_argument("--max-false-alarms-per-day", dest="budget", type=float, default=None,
                         help="budget per detector (with labels: false alarms; without: alerts)")
     parser.add_argument("--out-config", default=None, help="write the tuned config directory here")
     parser.add_argument("--report", default="tune-report.md", help="Markdown report; PNGs go next to it")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes (fork); default 2")
-    parser.add_argument("--detectors", default=None, help="comma-separated names to tune (default: all enabled)")
+    parser.add_argument("--detectors", default=None,
+                        help="comma-separated names to tune (default: all enabled)")
     parser.add_argument("--pick-by-volume", action="store_true",
                         help="without labels: pick the most sensitive setting within the budget")
     parser.add_argument("--slack-s", type=float, default=DEFAULT_SLACK_BEFORE_S,

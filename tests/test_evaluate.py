@@ -104,7 +104,8 @@ def test_known_answers_precision_recall_false_alarms_ttd():
 
 def test_rows_per_detector_per_kind_and_all():
     labels = [label(T0, T0 + 600), label(T0 + 5000, T0 + 5600, kind="cost_spike", segment={"app": "a"})]
-    incidents = [trig(T0 + 60, detector="loop"), trig(T0 + 120, detector="burn", segment={"app": "order-agent"}),
+    incidents = [trig(T0 + 60, detector="loop"),
+                 trig(T0 + 120, detector="burn", segment={"app": "order-agent"}),
                  trig(T0 + 5100, detector="cost", kind="cost_spike", segment={"app": "a", "route": "r"})]
     rep = evaluate(incidents, labels, detectors={"quiet": "token_spike", "loop": "token_spike"}, days=1)
     scopes = [(r.scope, r.detector, r.kind) for r in rep.rows]
@@ -122,7 +123,8 @@ def test_rows_per_detector_per_kind_and_all():
 def test_a_detector_without_windows_of_its_kind_has_no_recall():
     rep = evaluate([trig(T0 + 60, detector="errors", kind="threshold")], [label(T0, T0 + 600)], days=0.5)
     r = rep.row("errors")
-    assert (r.windows, r.recall, r.nab_score, r.false_alarms, r.false_alarms_per_day) == (0, None, None, 1, 2.0)
+    assert (r.windows, r.recall, r.nab_score) == (0, None, None)
+    assert (r.false_alarms, r.false_alarms_per_day) == (1, 2.0)
 
 
 def test_day_count_sources():
@@ -150,7 +152,8 @@ def test_nab_orders_early_over_late_over_missed():
     def score(incidents):
         return evaluate(incidents, lab, days=1).row("all").nab_score
 
-    early, late, very_late = score([trig(T0 + 60)]), score([trig(T0 + 3600 + 600)]), score([trig(T0 + 3600 + 890)])
+    early, late = score([trig(T0 + 60)]), score([trig(T0 + 3600 + 600)])
+    very_late = score([trig(T0 + 3600 + 890)])
     missed = score([])
     assert early > late > very_late > missed
     assert missed == pytest.approx(0.0)  # as good as the null detector

@@ -92,7 +92,8 @@ def test_pre_enriched_events_replay_identically(data, config):
     shared = replay_events(events, cfg)
     again = replay_events(events, cfg)  # the same objects, a second run
     first = [i.to_dict() for i in fresh.incidents]
-    assert first and first == [i.to_dict() for i in shared.incidents] == [i.to_dict() for i in again.incidents]
+    assert first
+    assert first == [i.to_dict() for i in shared.incidents] == [i.to_dict() for i in again.incidents]
 
 
 def test_detectors_are_independent_so_single_runs_add_up(data, config):
