@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Batch size and wait for the detection agent (stream.take): bigger batches, fewer changelog writes.
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
+    # Valid events travel to the detect stage packed into records of at most this many bytes (one
+    # record per partition key and input partition per batch): Faust's per-record cost, not the
+    # bytes, bounds the worker, so packing removes most of the repartition hop's cost.
+    hop_record_bytes: int = Field(default=64 * 1024, ge=1024)
     # Reordering across input partitions: a source quiet this long stops holding the others back.
     reorder_idle_s: float = Field(default=2.0, gt=0)
     # Bytes fetched per partition per request: small keeps partitions close in event time.

@@ -6,7 +6,8 @@ Two agents:
 contract) and either dead-letters it (original bytes, ``semwatch.reason`` header, a counter per
 reason) or forwards it to the internal keyed topic, keyed by the partition labels (``app`` by
 default). That repartition puts every segment of one app in one partition, so its detector state
-lives in exactly one worker.
+lives in exactly one worker. The events of one batch that share a key and an input partition travel
+packed in one record (:mod:`semwatch.hop`): Faust's cost is per record.
 
 ``detect`` reads the keyed topic in batches, runs one :class:`semwatch.engine.Engine` per partition
 and sends incidents to ``semwatch.incidents`` keyed by ``dedup_key``. Engine state lives in a Faust
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Optional
 import faust
 
 from semwatch.config import SemwatchConfig
+from semwatch import hop
 from semwatch.engine import Engine
 from semwatch.models import Incident, RunEvent
 from semwatch.reorder import ReorderBuffer
@@ -130,10 +132,14 @@ class SemwatchApp:
         self.table = app.Table("state", default=None, partitions=settings.partitions,
                                schema=faust.Schema(key_type=str, key_serializer="json",
                                                    value_serializer=state_codec.CODEC_NAME))
-        # Faust derives table serializers from key/value types only; state objects need our codec.
-        # Set before the (lazily created) changelog topic and store read them.
+        # Faust derives table serializers from key/value types only, and the changelog topic,
+        # created with the table, overwrote the shared schema's serializers with its defaults
+        # (json): recovery then failed to decode every state record. Both are set here.
         self.table.key_serializer = "json"
         self.table.value_serializer = state_codec.CODEC_NAME
+        changelog = self.table.changelog_topic
+        changelog.schema.key_serializer = changelog.key_serializer = "json"
+        changelog.schema.value_serializer = changelog.value_serializer = state_codec.CODEC_NAME
         app.agent(self.runs_topic, name="validate")(self._validate)
         app.agent(self.keyed_topic, name="detect")(self._detect)
         if settings.otlp_enabled:
@@ -157,6 +163,9 @@ class SemwatchApp:
         limit = self.settings.max_record_bytes
         async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
             m = self.metrics
+            # Valid events of this batch by (partition key, input partition), in arrival order:
+            # each group travels as few packed records (semwatch/hop.py).
+            groups: dict[tuple[bytes, int], list[bytes]] = defaultdict(list)
             for ev in events:
                 msg = ev.message
                 m.received.inc()
@@ -165,9 +174,12 @@ class SemwatchApp:
                     await self.dead_letter(msg, verdict.reason or "schema", verdict.detail)
                 else:
                     m.valid.inc()
-                    await self.keyed_topic.send(key=self.partition_key(verdict.event), value=msg.value,
-                                                headers=[(SOURCE_HEADER, f"{msg.partition}".encode())])
+                    groups[(self.partition_key(verdict.event), msg.partition)].append(msg.value)
                 self._last_offsets[msg.tp] = msg.offset
+            for (key, source), values in groups.items():
+                headers = [(SOURCE_HEADER, f"{source}".encode())]
+                for record, _ in hop.pack(values, self.settings.hop_record_bytes):
+                    await self.keyed_topic.send(key=key, value=record, headers=headers)
 
     async def dead_letter(self, msg, reason: str, detail: str) -> None:
         headers = list(msg.headers or [])
@@ -216,14 +228,21 @@ class SemwatchApp:
         async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
             for ev in events:
                 msg = ev.message
-                event = RunEvent.model_validate_json(msg.value)
-                # Held until processed: take_events' own ack then leaves the offset uncommitted,
-                # so a crash re-delivers what was still buffered.
-                msg.incref()
+                try:
+                    packed = hop.unpack(msg.value or b"")
+                except ValueError as exc:  # pydantic's ValidationError included
+                    # Only the validate stage writes here; a broken record is somebody else's.
+                    await self.dead_letter(msg, "schema", f"keyed record: {exc}")
+                    continue
+                # Held until every event in it is processed: take_events' own ack then leaves the
+                # offset uncommitted, so a crash re-delivers what was still buffered.
+                msg.incref(len(packed))
                 buf = self.buffers.get(msg.partition)
                 if buf is None:
                     buf = self.buffers[msg.partition] = ReorderBuffer(self.settings.reorder_idle_s)
-                buf.add(_header(msg, SOURCE_HEADER) or "?", event.ts, (event, ev))
+                source = _header(msg, SOURCE_HEADER) or "?"
+                for event in packed:
+                    buf.add(source, event.ts, (event, ev))
             await self._release()
 
     async def _release_idle(self) -> None:
@@ -261,22 +280,39 @@ class SemwatchApp:
                      inc.summary)
         for fut in sent:
             await fut
-        self._write_changelog(partition, engine)
+        await self._write_changelog(partition, engine)
         for _, ev in ready:
             ev.ack()
         self.metrics.processing.observe(time.perf_counter() - started)
         self.metrics.last_processed_ts.set(time.time())
         self.metrics.last_event_ts.set(ready[-1][0].ts)
 
-    def _write_changelog(self, partition: int, engine: Engine) -> None:
+    async def _write_changelog(self, partition: int, engine: Engine) -> None:
+        """Write the changed state entries and wait until the broker has them all.
+
+        Straight to the producer, not through Faust's Topic.send: a batch changes ~4 entries per
+        event (per-run state), and Faust's per-record bookkeeping cost more than the detectors.
+        The records are exactly what Table.send_changelog writes (JSON key, state codec value),
+        so Faust's table recovery reads them back as before.
+        """
         dirty, deleted = engine.pop_dirty()
+        if not dirty and not deleted:
+            return
+        topic = self.table.changelog_topic.get_topic_name()
+        send = self.app.producer.send
         prefix = f"{partition}|"
+        pending = []
         for key in dirty:
             value = engine.data.get(key)
             if value is not None:
-                self.table.send_changelog(partition, prefix + key, value)
+                pending.append(await send(topic, json.dumps(prefix + key).encode(),
+                                          state_codec.dumps(value), partition, None, None))
         for key in deleted:
-            self.table.send_changelog(partition, prefix + key, None, value_serializer="raw")
+            pending.append(await send(topic, json.dumps(prefix + key).encode(), None, partition,
+                                      None, None))
+        # Acked by the broker before the events' offsets may be committed: a crash then replays
+        # events onto a state that does not yet contain them, never the other way round.
+        await asyncio.gather(*pending)
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for tp in revoked:
