@@ -42,8 +42,13 @@ def pack(values: Iterable[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]
         yield b"[" + b",".join(chunk) + b"]", len(chunk)
 
 
+def is_packed(value: bytes) -> bool:
+    """A JSON array of events (this format), not a single event (the format before packing)."""
+    return value.lstrip()[:1] == b"["
+
+
 def unpack(value: bytes) -> list[RunEvent]:
     """The events of one keyed record; raises pydantic's ValidationError on a broken record."""
-    if value.lstrip()[:1] == b"[":
+    if is_packed(value):
         return _EVENT_LIST.validate_json(value)
     return [RunEvent.model_validate_json(value)]

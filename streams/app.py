@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import MutableMapping
-from typing import Any, Iterator, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import faust
 
@@ -44,6 +45,7 @@ log = logging.getLogger("semwatch.worker")
 REASON_HEADER = "semwatch.reason"
 SOURCE_HEADER = "semwatch.src"  # input partition of a keyed record: the reorder buffer's source
 DETAIL_HEADER = "semwatch.error"
+WATERMARK_HEADER = "semwatch.wm"  # event time an input partition has reached (keyed topic)
 
 
 def _header(msg, name: str) -> Optional[str]:
@@ -82,6 +84,23 @@ class PartitionState(MutableMapping):
         return sum(1 for _ in self)
 
 
+class _App(faust.App):
+    """faust.App with a hook that runs before Faust waits for every handed-out message's ack.
+
+    Faust waits so on stop and on every rebalance. Events held in the reorder buffer are acked only
+    once processed, and what would release them may never come: the slower input partition may not
+    catch up, validate may have stopped between a batch and its watermark, and the release timer
+    stops before the consumer does. Without the hook a stop hangs until it is killed.
+    """
+
+    before_wait_empty: Optional[Callable[[], Awaitable[None]]] = None
+
+    async def _consumer_wait_empty(self, consumer, logger) -> None:
+        if self.before_wait_empty is not None:
+            await self.before_wait_empty()
+        await super()._consumer_wait_empty(consumer, logger)
+
+
 class SemwatchApp:
     def __init__(self, settings: Settings, config: SemwatchConfig,
                  metrics: Optional[WorkerMetrics] = None):
@@ -95,8 +114,10 @@ class SemwatchApp:
         self.buffers: dict[int, ReorderBuffer] = {}
         self._lock = asyncio.Lock()
         self._last_offsets: dict[Any, int] = {}
+        self._source_wm: dict[int, float] = {}  # input partition -> highest event time validated
+        self._flushing = False  # set on stop/rebalance: held events are processed, not held
 
-        app = faust.App(
+        app = _App(
             settings.app_id,
             broker=settings.faust_broker(),
             broker_credentials=settings.faust_credentials(),
@@ -149,6 +170,7 @@ class SemwatchApp:
         app.timer(max(0.1, settings.reorder_idle_s / 4), name="release")(self._release_idle)
         app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.before_wait_empty = self._process_held
 
     async def _announce_ready(self) -> None:
         # Tasks start after partition assignment and table recovery: the worker now processes.
@@ -166,6 +188,7 @@ class SemwatchApp:
             # Valid events of this batch by (partition key, input partition), in arrival order:
             # each group travels as few packed records (semwatch/hop.py).
             groups: dict[tuple[bytes, int], list[bytes]] = defaultdict(list)
+            sources: dict[int, float] = {}  # input partition -> its event-time high mark
             for ev in events:
                 msg = ev.message
                 m.received.inc()
@@ -175,11 +198,28 @@ class SemwatchApp:
                 else:
                     m.valid.inc()
                     groups[(self.partition_key(verdict.event), msg.partition)].append(msg.value)
+                    high = max(verdict.event.ts, self._source_wm.get(msg.partition, -math.inf))
+                    self._source_wm[msg.partition] = sources[msg.partition] = high
                 self._last_offsets[msg.tp] = msg.offset
             for (key, source), values in groups.items():
                 headers = [(SOURCE_HEADER, f"{source}".encode())]
                 for record, _ in hop.pack(values, self.settings.hop_record_bytes):
                     await self.keyed_topic.send(key=key, value=record, headers=headers)
+            await self._send_watermarks(sources)
+
+    async def _send_watermarks(self, sources: dict[int, float]) -> None:
+        """Tell every detect partition how far in event time each input partition of this batch got.
+
+        Packed records are grouped by key, not in event-time order, so they carry no progress of
+        their own: this record, sent after the batch's events on the same producer, tells a detect
+        partition that the source's batch is complete and up to which event time. It goes to every
+        partition, so a source with no recent event for a partition's keys does not hold that
+        partition's reorder buffer back until it counts as idle.
+        """
+        for source, ts in sources.items():
+            headers = [(SOURCE_HEADER, f"{source}".encode()), (WATERMARK_HEADER, repr(ts).encode())]
+            for partition in range(self.settings.partitions):
+                await self.keyed_topic.send(key=None, value=b"[]", partition=partition, headers=headers)
 
     async def dead_letter(self, msg, reason: str, detail: str) -> None:
         headers = list(msg.headers or [])
@@ -241,8 +281,18 @@ class SemwatchApp:
                 if buf is None:
                     buf = self.buffers[msg.partition] = ReorderBuffer(self.settings.reorder_idle_s)
                 source = _header(msg, SOURCE_HEADER) or "?"
+                # A packed record's events are grouped by key, not in event-time order across
+                # keys: the source's progress comes from the watermark record that follows its
+                # batch. A single-event record (older workers) is its own progress, as before.
+                progress = not hop.is_packed(msg.value or b"")
                 for event in packed:
-                    buf.add(source, event.ts, (event, ev))
+                    buf.add(source, event.ts, (event, ev), progress)
+                watermark = _header(msg, WATERMARK_HEADER)
+                if watermark is not None:
+                    try:
+                        buf.advance(source, float(watermark))
+                    except ValueError:
+                        log.warning("ignored a malformed watermark header %r", watermark[:40])
             await self._release()
 
     async def _release_idle(self) -> None:
@@ -250,13 +300,29 @@ class SemwatchApp:
         if any(len(b) for b in self.buffers.values()):
             await self._release()
 
-    async def _release(self) -> None:
+    async def _release(self) -> int:
+        released = 0
         async with self._lock:
             for partition, buf in list(self.buffers.items()):
-                ready = buf.release()
+                ready = buf.drain() if self._flushing else buf.release()
                 if ready:
+                    released += len(ready)
                     await self._process(partition, ready)
             self.metrics.buffered.set(sum(len(b) for b in self.buffers.values()))
+        return released
+
+    async def _process_held(self) -> None:
+        """Before a stop or rebalance: process every held event now, so that its offset commits.
+
+        Like a source going idle, this gives up waiting for slower input partitions; their events
+        may then arrive late. Until the partitions are reassigned, the detect agent's last batch
+        (already fetched) is processed at once too.
+        """
+        self._flushing = True
+        held = await self._release()
+        if held:
+            log.info("processed %d held events before a stop or rebalance, without waiting for "
+                     "slower input partitions", held)
 
     async def _process(self, partition: int, ready: list) -> None:
         started = time.perf_counter()
@@ -315,6 +381,7 @@ class SemwatchApp:
         await asyncio.gather(*pending)
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
+        self._flushing = False  # after a rebalance's wait for acks: hold events again
         for tp in revoked:
             if tp.topic == self.keyed_topic.get_topic_name():
                 self.engines.pop(tp.partition, None)

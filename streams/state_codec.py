@@ -15,13 +15,16 @@ from faust.serializers import codecs
 _ALLOWED_MODULE_PREFIXES = ("detectors.", "rules.", "semwatch.", "collections", "river.", "numpy")
 _ALLOWED_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "float", "int", "complex", "bytes",
                      "bytearray", "str", "slice", "range", "bool", "object", "getattr"}
+# Plain-data reconstructors: copyreg for slotted/old-style objects, array for the sample rings of
+# detectors/robust_baseline.py and detectors/numeric_spike.py.
+_ALLOWED_GLOBALS = {("copyreg", "_reconstructor"), ("array", "array"), ("array", "_array_reconstructor")}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "builtins" and name in _ALLOWED_BUILTINS - {"getattr"}:
             return super().find_class(module, name)
-        if module == "copyreg" and name == "_reconstructor":
+        if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         if module.startswith(_ALLOWED_MODULE_PREFIXES) or module in ("collections", "numpy"):
             return super().find_class(module, name)

@@ -513,6 +513,37 @@ def test_worker_counts_late_events(broker, workers, tmp_path):
     assert w.stop() == 0
 
 
+def test_graceful_stop_processes_events_held_for_a_slow_partition(broker, workers, tmp_path):
+    # Events wait in the reorder buffer while another input partition lags in event time. A stop
+    # (or rebalance) must not wait for that partition, which may never catch up: the held events are
+    # processed and committed, and the worker exits promptly with 0.
+    from kafka import KafkaProducer
+
+    app_id = f"semwatch-held-{uuid.uuid4().hex[:6]}"
+    w = WorkerProcess(broker.url, tmp_path / "worker.log", app_id=app_id, partitions=2,
+                      extra_env={"SEMWATCH_REORDER_IDLE_S": "600"})  # the slow one never goes idle
+    workers.append(w)
+    w.start()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(5):  # partition 1 has reached T0 + 4 ...
+        producer.send("semwatch.runs", json.dumps(_ev(f"slow-{i}", f"slow-{i}", T0 + i)).encode(), partition=1)
+    for i in range(40):  # ... partition 0 is minutes ahead: its events wait for partition 1
+        producer.send("semwatch.runs", json.dumps(_ev(f"fast-{i}", f"fast-{i}", T0 + 300 + i)).encode(),
+                      partition=0)
+    producer.flush()
+    producer.close()
+    _wait(lambda: _metric(w, "semwatch_events_buffered") == 40
+          and _metric(w, "semwatch_events_processed_total") == 5, 60, "40 events held in the buffer", w)
+    started = time.monotonic()
+    code = w.stop(timeout=20)
+    assert code == 0, f"worker exited with {code} after {time.monotonic() - started:.0f}s; log:\n{w.log_tail()}"
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert re.search(r"processed 40 held events", log), w.log_tail()
+    keyed = f"{app_id}.runs.keyed"
+    committed = {tp: o for tp, o in _committed(broker.bootstrap, app_id).items() if tp[0] == keyed}
+    assert committed == _end_offsets(broker.bootstrap, [keyed]), "held events were processed but not committed"
+
+
 # -- 5. hostile cardinality ------------------------------------------------------------------------
 SMALL_CAP = 1000
 
