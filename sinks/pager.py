@@ -498,6 +498,7 @@ async def serve(settings, pager: Pager, *, topic: str, group_id: str, offset_res
     consumer = AIOKafkaConsumer(
         group_id=group_id, client_id="semwatch-pager", enable_auto_commit=False,
         auto_offset_reset=offset_reset, max_poll_records=100,
+        fetch_max_wait_ms=int(settings.fetch_max_wait_s * 1000),
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=max(1000, int(settings.session_timeout_s * 1000 / 3)), **kafka_kwargs)
 

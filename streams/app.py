@@ -28,6 +28,7 @@ from collections.abc import MutableMapping
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from semwatch.config import SemwatchConfig
 from semwatch import hop
@@ -84,6 +85,27 @@ class PartitionState(MutableMapping):
         return sum(1 for _ in self)
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    fetch_max_wait_ms = 1500  # Faust's own value; set from Settings.fetch_max_wait_s
+
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher.
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        thread.fetch_max_wait_ms = self.app.semwatch_fetch_max_wait_ms
+        return thread
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 class _App(faust.App):
     """faust.App with a hook that runs before Faust waits for every handed-out message's ack.
 
@@ -94,6 +116,14 @@ class _App(faust.App):
     """
 
     before_wait_empty: Optional[Callable[[], Awaitable[None]]] = None
+    semwatch_fetch_max_wait_ms = 1500
+
+    def _new_transport(self):
+        # Faust's aiokafka transport with the consumer's fetch wait made configurable.
+        transport = super()._new_transport()
+        if type(transport) is faust_aiokafka.Transport:
+            return _Transport(self.conf.broker_consumer, self)
+        return transport
 
     async def _consumer_wait_empty(self, consumer, logger) -> None:
         if self.before_wait_empty is not None:
@@ -143,6 +173,7 @@ class SemwatchApp:
             table_standby_replicas=0,
             logging_config=None,
         )
+        app.semwatch_fetch_max_wait_ms = int(settings.fetch_max_wait_s * 1000)
         self.app = app
         raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.runs_topic = app.topic(settings.topics.runs, partitions=settings.partitions, **raw)

@@ -98,3 +98,19 @@ def test_hop_reads_single_event_records_and_refuses_broken_ones():
         hop.unpack(b"[" + _event(1) + b",{}]")
     with pytest.raises(ValidationError):
         hop.unpack(b"not json")
+
+
+def test_the_worker_consumer_uses_the_configured_fetch_wait():
+    # Faust hard-codes a 1.5 s fetch wait; a broker that does not answer a waiting fetch early
+    # (the embedded Tansu) then adds up to that much latency per hop.
+    semwatch = SemwatchApp(Settings(broker_url="kafka://127.0.0.1:1", fetch_max_wait_s=0.05),
+                           load_config(REPO / "config"))
+
+    async def build():
+        consumer = semwatch.app.consumer._thread._create_worker_consumer(semwatch.app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(build()) == 50
