@@ -57,14 +57,30 @@ class SampleRing:
     refreshed_at: float = -math.inf
     writes: int = 0  # writes since the last refresh
     fresh: int = 0  # samples claimed since the last refresh
+    capacity: int = 0  # the ring's size; the arrays grow up to it
 
     @classmethod
     def empty(cls, size: int) -> "SampleRing":
-        return cls(values=array("d", [NAN]) * size, stamps=array("d", [0.0]) * size)
+        """A ring of ``size`` samples whose arrays grow as samples come: most segments of a
+        long-tail deployment never fill a 256-sample ring, and a full one is 4 kB.
+
+        >>> ring = SampleRing.empty(3)
+        >>> for t in range(5):
+        ...     ring.add(float(t), now=float(t), sample_every_s=0)
+        >>> list(ring.values), ring.size  # slots 0 and 1 were reused by samples 3 and 4
+        ([3.0, 4.0, 2.0], 3)
+
+        A ring pickled before ``capacity`` existed had full-size arrays and keeps their size:
+
+        >>> old = SampleRing(values=array("d", [NAN]) * 4, stamps=array("d", [0.0]) * 4)
+        >>> old.size, old.owns(old.claim(0.0, 0))
+        (4, True)
+        """
+        return cls(capacity=size)
 
     @property
     def size(self) -> int:
-        return len(self.values)
+        return self.capacity or len(self.values)  # rings pickled before ``capacity`` were full-size
 
     def claim(self, now: float, sample_every_s: float) -> int:
         """A ticket for a new sample (-1 when sampling is throttled). The slot starts empty."""
@@ -74,18 +90,22 @@ class SampleRing:
         self.claimed += 1
         self.fresh += 1
         self.last_claim = now
-        slot = ticket % len(self.values)
-        self.values[slot] = NAN
-        self.stamps[slot] = now
+        slot = ticket % self.size
+        if slot == len(self.values):  # still growing: tickets are claimed in order
+            self.values.append(NAN)
+            self.stamps.append(now)
+        else:
+            self.values[slot] = NAN
+            self.stamps[slot] = now
         return ticket
 
     def owns(self, ticket: int) -> bool:
-        return ticket >= 0 and self.claimed - ticket <= len(self.values)
+        return ticket >= 0 and self.claimed - ticket <= self.size
 
     def write(self, ticket: int, value: float, now: float) -> None:
         """Set (or update) the sample of a ticket that still owns its slot."""
-        if ticket >= 0 and self.claimed - ticket <= len(self.values):
-            slot = ticket % len(self.values)
+        if self.owns(ticket):
+            slot = ticket % self.size
             self.values[slot] = value
             self.stamps[slot] = now
             self.writes += 1
@@ -93,7 +113,7 @@ class SampleRing:
     def forget(self, ticket: int) -> None:
         """Withdraw a sample (its run was flagged: never learn from what was flagged)."""
         if self.owns(ticket):
-            self.values[ticket % len(self.values)] = NAN
+            self.values[ticket % self.size] = NAN
 
     def add(self, value: float, now: float, sample_every_s: float) -> None:
         """Claim and write in one step (per-event samples)."""
