@@ -120,7 +120,9 @@ class ChangeTracker:
                 continue
             for f, old, new, first_seen in hist.changes:
                 if before - self.lookback_s <= first_seen <= now:
-                    ident = (f, old, new)
+                    # One change seen by both scopes is one change: the app scope names another
+                    # "from" (the value last active on any route), the route's own scope comes first.
+                    ident = (f, new, first_seen)
                     if ident not in out:
                         out[ident] = SuspectedChange(field=f, from_=old, to=new,
                                                      first_seen=format_ts(first_seen))

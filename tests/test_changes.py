@@ -44,3 +44,16 @@ def test_changes_outside_the_lookback_are_not_suspected():
     tracker.observe(_ev(t, model="m9"))
     assert tracker.suspected({"app": "bot", "route": "billing"}, before=t + 7200, now=t + 7300) == []
     assert tracker.suspected({"app": "bot", "route": "billing"}, before=t + 100, now=t + 200)
+
+
+def test_a_change_seen_by_the_route_and_the_app_scope_is_listed_once():
+    tracker, _ = _tracker()
+    tracker.observe(_ev(0))
+    tracker.observe(_ev(5, route="shipping", prompt_version="v7"))  # the app's other route
+    t = WARMUP_S + 500
+    tracker.observe(_ev(t - 100))
+    tracker.observe(_ev(t - 10, route="shipping", prompt_version="v7"))
+    tracker.observe(_ev(t, prompt_version="v2"))
+    changes = tracker.suspected({"app": "bot", "route": "billing"}, before=t + 60, now=t + 120)
+    # The app scope saw v7 -> v2 (v7 was the app's last active value), billing saw v1 -> v2.
+    assert [(c.field, c.from_, c.to) for c in changes] == [("prompt_version", "v1", "v2")]
