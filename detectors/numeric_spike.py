@@ -18,14 +18,20 @@ Three detector types, all pointed by config at any numeric field (``total_tokens
     a new step of an outlying run, so a loop that keeps burning keeps it open).
 
 ``runaway_loop``
-    The same machinery with absolute caps only: more than ``max_steps`` steps, more than
+    The same machinery with absolute caps: more than ``max_steps`` steps, more than
     ``max_repeated_calls`` exact repeats of the run's own earlier tool calls (name + arguments), or
-    more than ``max_value`` tokens in one run — a loop, however the baseline looks.
+    more than ``max_value`` tokens in one run — a loop, however the baseline looks. And, relative to
+    the segment (``adaptive_repeats``): at least ``min_repeats`` exact repeats and ``repeats_ratio``
+    times the second most repetitive other run of the segment's recent runs. Where runs normally
+    never repeat a call (an order agent), five repeats are a loop within seconds; where they do (a
+    research agent re-running searches), the absolute cap decides.
 
 ``rate_spike``
     Aggregate burn per segment: the field summed per event-time bucket (tokens/min, $/min, events/min
     with ``field: count``) or its per-event mean (``aggregate: mean`` — $/event, which does not move
-    with load), over a recent window, against a baseline that respects the time of day
+    with load; ``geomean``, the geometric mean of the positive values, is the typical event's value:
+    one long, expensive agent run moves it little, a switch to a pricier model moves it all the
+    way), over a recent window, against a baseline that respects the time of day
     (:class:`detectors.robust_baseline.DailyBaseline`). A breach needs the ratio to the usual value,
     an absolute change and a z-like score vs the slot's learned variability, for ``for_s``; it
     clears below ``clear_ratio`` for ``clear_for_s``. The baseline does not learn while pending or
@@ -186,6 +192,14 @@ class RunOutlierParams(DetectorParams):
     # More than this many tool calls in one run that repeat an earlier call of the run exactly
     # (same tool name and arguments): a loop, even one cycling through a few calls.
     max_repeated_calls: Optional[int] = Field(default=None, ge=1)
+    # -- repeats relative to the segment (per: run) --
+    adaptive_repeats: bool = False
+    min_repeats: int = Field(default=5, ge=1)  # fewest exact repeats that can flag a run ...
+    repeats_ratio: float = Field(default=3.0, ge=1)  # ... and this x the 2nd most repetitive other run
+    # Runs in the segment's last repeats_memory_s before any verdict: the 2nd most repetitive of
+    # fewer runs is no estimate of its tail.
+    repeats_min_runs: int = Field(default=200, ge=1)
+    repeats_memory_s: float = Field(default=6 * 3600.0, gt=0)  # how long a run's repeats are remembered
     # -- the incident --
     min_outliers: int = Field(default=1, ge=1)  # flagged runs/events (within quiet_s) before a trigger
     quiet_s: float = Field(default=600.0, gt=0)  # resolve after this long without a new outlier
@@ -201,14 +215,14 @@ class RunOutlierParams(DetectorParams):
         if self.per == "run" and self.direction != "up":
             raise ValueError("per: run watches cumulative values, which only grow: use direction: up")
         if self.per == "event" and (self.max_steps is not None or self.max_repeated_calls is not None
-                                    or self.field == "steps"):
-            raise ValueError("steps, max_steps and max_repeated_calls need per: run")
+                                    or self.adaptive_repeats or self.field == "steps"):
+            raise ValueError("steps, max_steps, max_repeated_calls and adaptive_repeats need per: run")
         if self.per == "event" and self.max_value is not None and self.direction != "up":
             raise ValueError("max_value is an upper cap: use direction: up")
         if not self.adaptive and self.max_steps is None and self.max_value is None \
-                and self.max_repeated_calls is None:
-            raise ValueError("adaptive: false needs max_steps, max_value or max_repeated_calls, "
-                             "or nothing can fire")
+                and self.max_repeated_calls is None and not self.adaptive_repeats:
+            raise ValueError("adaptive: false needs max_steps, max_value, max_repeated_calls or "
+                             "adaptive_repeats, or nothing can fire")
         if self.field == "count":
             raise ValueError("field: count is for rate_spike; use field: steps (per: run) here")
         return self
@@ -248,6 +262,13 @@ class OutlierState(SegmentState):
     # The worst outlier so far: [run_id, event_id, value, steps, ratio, score, reason, threshold]
     worst: Optional[list] = None
     severity: Optional[str] = None
+    # adaptive_repeats: runs started recently (a count decayed so that it approximates the runs of
+    # the last repeats_memory_s) and when it was decayed; the most repetitive recent runs, at most
+    # three: [repeats, crc32 of run_id, event time of the last repeat], largest first.
+    runs_seen: float = 0.0
+    runs_seen_t: float = 0.0
+    top_repeats: Optional[list] = None
+    repeats_basis: Optional[list] = None  # [2nd most repeats of other runs, limit] at the last flag
 
 
 @register
@@ -274,7 +295,11 @@ class RunOutlier(Detector):
         self._down = p.direction in ("down", "both")
         # Steps and repeated calls count even on events that do not carry the field.
         self._counts_without_value = self._per_run and (p.max_steps is not None
-                                                        or p.max_repeated_calls is not None)
+                                                        or p.max_repeated_calls is not None
+                                                        or p.adaptive_repeats)
+        self._counts_calls = p.max_repeated_calls is not None or p.adaptive_repeats
+        # A count decayed with this half-life converges on the runs of the last repeats_memory_s.
+        self._runs_half_life = p.repeats_memory_s * math.log(2.0)
         self._segment = segment_getter(p.group_by)
         self._value = value_getter(p.field)
 
@@ -335,6 +360,13 @@ class RunOutlier(Detector):
             run.first_ts = ts
             if ring is not None:
                 run.ticket = ring.claim(ts, p.sample_every_s)
+            if p.adaptive_repeats:
+                st = st or ctx.state(self, seg, self._new_segment, ts)
+                if st is not None:
+                    if ts > st.runs_seen_t:
+                        st.runs_seen *= 0.5 ** ((ts - st.runs_seen_t) / self._runs_half_life)
+                        st.runs_seen_t = ts
+                    st.runs_seen += 1.0
         run.steps += 1
         if v is not None:
             run.total += v
@@ -345,13 +377,18 @@ class RunOutlier(Detector):
             if st is not None:
                 self._still_outlying(st, event, run, ts)
             return
-        if p.max_repeated_calls is not None and event.tool_calls:
+        repeats_before = run.repeats
+        if self._counts_calls and event.tool_calls:
             self._count_calls(run, event)
         reason = None
         if p.max_steps is not None and run.steps > p.max_steps:
             reason = "steps"
         elif p.max_repeated_calls is not None and run.repeats > p.max_repeated_calls:
             reason = "repeats"
+        elif p.adaptive_repeats and run.repeats > repeats_before:
+            st = st or ctx.state(self, seg, self._new_segment, ts)
+            if st is not None and self._repetitive(st, event.run_id, run.repeats, ts):
+                reason = "repeats_adaptive"
         elif p.max_value is not None and run.total > p.max_value:
             reason = "cap"
         elif st is not None and run.has_value and run.total >= st.hi and run.steps >= p.min_steps:
@@ -370,6 +407,31 @@ class RunOutlier(Detector):
                 ring.write(run.ticket, math.log1p(run.total), ts)
             if ring.due(ts, p.refresh_s, p.refresh_min_new):
                 self._refresh(st, ts, ts - p.run_gap_s)
+
+    def _repeats_limit(self, st: OutlierState, me: int, now: float) -> Optional[float]:
+        """The fewest repeats that flag run ``me`` now (None: the segment is still warming up)."""
+        p = self.params
+        if st.runs_seen < p.repeats_min_runs:
+            return None
+        others = [e[0] for e in st.top_repeats or () if e[1] != me and now - e[2] <= p.repeats_memory_s]
+        second = others[1] if len(others) > 1 else 0
+        return max(float(p.min_repeats), p.repeats_ratio * second)
+
+    def _repetitive(self, st: OutlierState, run_id: str, repeats: int, now: float) -> bool:
+        """Judge a run whose repeats just grew, then remember it among the segment's top three."""
+        me = zlib.crc32(run_id.encode())
+        limit = self._repeats_limit(st, me, now) if repeats >= self.params.min_repeats else None
+        if limit is not None and repeats >= limit:
+            # Flagged: not learnt (don't learn from what you flagged); the basis goes on the record.
+            st.repeats_basis = [(limit / self.params.repeats_ratio) if limit > self.params.min_repeats
+                                else 0.0, limit]
+            return True
+        memory = self.params.repeats_memory_s
+        top = [e for e in st.top_repeats or () if e[1] != me and now - e[2] <= memory]
+        top.append([repeats, me, now])
+        top.sort(key=lambda e: -e[0])
+        st.top_repeats = top[:3]
+        return False
 
     @staticmethod
     def _count_calls(run: RunState, event: RunEvent) -> None:
@@ -413,6 +475,10 @@ class RunOutlier(Detector):
         if reason == "repeats":
             r = run.repeats / p.max_repeated_calls
             return r, r, float(p.max_repeated_calls), float(p.max_repeated_calls)
+        if reason == "repeats_adaptive":
+            second, limit = st.repeats_basis or (0.0, float(p.min_repeats))
+            r = run.repeats / limit
+            return r, r, second, limit
         if reason == "cap":
             return value / p.max_value, value / p.max_value, p.max_value, p.max_value
         ring = st.ring
@@ -502,6 +568,12 @@ class RunOutlier(Detector):
             return (f"{where}: run {event.run_id} is looping: {run.repeats} tool calls repeated "
                     f"an earlier call exactly (limit {p.max_repeated_calls}; {run.top_tool} "
                     f"{run.top_calls}× with the same arguments) in {steps} steps{extra}")
+        if reason == "repeats_adaptive":
+            return (f"{where}: run {event.run_id} is looping: {run.repeats} tool calls repeated "
+                    f"an earlier call exactly ({run.top_tool} {run.top_calls}× with the same "
+                    f"arguments) in {steps} steps; the segment's 2nd most repetitive recent run "
+                    f"repeated {baseline:.0f} (limit: at least {p.min_repeats} and "
+                    f"{p.repeats_ratio:g}× that){extra}")
         if reason == "cap":
             return f"{where}: run {event.run_id} used {used} (limit {amount(f, p.max_value)})"
         return (f"{where}: run {event.run_id} used {used} "
@@ -548,6 +620,7 @@ class RunawayLoopParams(RunOutlierParams):
     max_steps: Optional[int] = Field(default=50, ge=1)  # more steps (events) than this is a loop
     max_value: Optional[float] = Field(default=None, gt=0)  # e.g. 5000000 tokens in one run
     max_repeated_calls: Optional[int] = Field(default=24, ge=1)  # exact repeats of earlier calls
+    adaptive_repeats: bool = True  # and repeats far above the segment's other runs
     escalate_ratio: tuple[float, ...] = (4.0,)  # SEV-1 at 4 × the cap
 
 
@@ -581,8 +654,9 @@ class RateSpikeParams(DetectorParams):
     # What is summed or averaged per event: total_tokens, cost_usd, latency_s, metrics.x, ... or
     # count (1 per event: the event rate).
     field: str = Field(default="total_tokens", min_length=1, max_length=128)
-    # sum: field per minute (burn rate, moves with load); mean: field per event (load-independent).
-    aggregate: Literal["sum", "mean"] = "sum"
+    # sum: field per minute (burn rate, moves with load); mean: field per event (load-independent);
+    # geomean: the typical event (geometric mean of positive values, log(value + log_floor)).
+    aggregate: Literal["sum", "mean", "geomean"] = "sum"
     direction: Direction = "up"
     bucket_s: float = Field(default=30.0, gt=0)  # event-time bucket; evaluated as each bucket closes
     window_s: float = Field(default=120.0, gt=0)  # the recent window compared with the baseline
@@ -620,8 +694,9 @@ class RateSpikeParams(DetectorParams):
     def _consistent(self) -> "RateSpikeParams":
         if self.window_s < self.bucket_s:
             raise ValueError("window_s must be at least bucket_s")
-        if self.field == "count" and self.aggregate == "mean":
-            raise ValueError("field: count with aggregate: mean is always 1; use aggregate: sum")
+        if self.field == "count" and self.aggregate in ("mean", "geomean"):
+            raise ValueError(f"field: count with aggregate: {self.aggregate} is always 1; "
+                             "use aggregate: sum")
         if self.clear_ratio > self.min_ratio:
             raise ValueError("clear_ratio must not exceed min_ratio (hysteresis)")
         return self
@@ -669,7 +744,8 @@ class RateSpike(Detector):
         self._segment = segment_getter(p.group_by)
         self._value = value_getter(p.field)
         self._bucket_s = p.bucket_s
-        self._mean = p.aggregate == "mean"
+        self._geo = p.aggregate == "geomean"
+        self._mean = p.aggregate in ("mean", "geomean")  # per event, not per minute
         self._w = max(1, int(round(p.window_s / p.bucket_s)))
         self._window_min = self._w * p.bucket_s / 60.0
         self._floor = p.log_floor
@@ -698,6 +774,10 @@ class RateSpike(Detector):
             v = self._value(event)
             if v is None:
                 return
+            if self._geo:
+                if v <= 0:
+                    return  # a failed call costs nothing: it says nothing about the typical price
+                v = math.log(v + self._floor)
         ts = event.ts
         st = ctx.state(self, self._segment(event), self._new_state, ts)
         if st is None:
@@ -761,7 +841,9 @@ class RateSpike(Detector):
         p = self.params
         volume = sum(st.counts)
         total = sum(st.sums)
-        if self._mean:
+        if self._geo:
+            x = math.exp(total / volume) - self._floor if volume > 0 else math.nan
+        elif self._mean:
             x = total / volume if volume > 0 else math.nan
         else:
             x = total / self._window_min
@@ -821,6 +903,10 @@ class RateSpike(Detector):
 
     def _what(self) -> str:
         f = self._fieldname
+        if self._geo:
+            return {"cost_usd": "typical cost per event", "total_tokens": "typical tokens per event",
+                    "latency_s": "typical latency"}.get(self._fieldname,
+                                                         f"typical {self._fieldname}")
         if self._mean:
             return {"cost_usd": "cost per event", "total_tokens": "tokens per event",
                     "input_tokens": "input tokens per event",

@@ -11,7 +11,9 @@ Each time a segment's event time enters a new bucket, the recent sub-windows (th
 ``p0``, and the most significant one that passes all of these is a breach — a sharp onset shows in a
 short sub-window before it moves a long one, a spike in a quiet segment only in the long one:
 
-- volume: at least ``min_volume`` requests and ``min_refused`` refusals in the sub-window;
+- volume: at least ``min_volume`` requests and ``min_refused`` refusals in the sub-window, the
+  refusals from at least ``min_conversations`` distinct conversations (``conversation_id``, else
+  ``run_id``): one user rephrasing a borderline request five times is not a regression;
 - significant: one-sided exact binomial test, P(X >= k | n, p0) < ``alpha`` (counts are divided by
   the segment's measured over-dispersion, at most ``max_dispersion``, so bursty traffic does not
   look more certain than it is);
@@ -42,6 +44,7 @@ them; events for a closed bucket, and events the engine marks late, are counted 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -52,8 +55,10 @@ from detectors.lifecycle import Lifecycle, LifecyclePolicy
 from semwatch.models import RunEvent
 from semwatch.redact import redact
 
-# Bucket row layout (plain lists keep the pickled state small).
-_START, _N, _K, _FLAGGED, _TAINTED = range(5)
+# Bucket row layout (plain lists keep the pickled state small). _WHO: crc32 of the conversations
+# (else runs) of its refusals, at most min_conversations of them: enough to tell whether a window
+# reaches min_conversations (a bucket that holds that many passes alone; otherwise it holds all).
+_START, _N, _K, _FLAGGED, _TAINTED, _WHO = range(6)
 # Marks a baseline-scope key in the state store; no real label value starts with NUL.
 SCOPE_FIELD = "~baseline"
 SCORE_CAP = 300.0
@@ -110,6 +115,8 @@ class RefusalSpikeParams(DetectorParams):
     min_volume: int = Field(default=10, ge=1)
     # Fewest refused requests in the window: two refusals against a near-zero baseline are no spike.
     min_refused: int = Field(default=5, ge=1)
+    # ... from at least this many distinct conversations (conversation_id, else run_id).
+    min_conversations: int = Field(default=4, ge=1, le=64)
     # One-sided binomial p-value below which the rise is significant.
     alpha: float = Field(default=1e-5, gt=0, lt=0.5)
     # Material: the window rate must exceed the baseline by this much (absolute) ...
@@ -161,6 +168,8 @@ class RefusalSpikeParams(DetectorParams):
             raise ValueError("grace_s must be shorter than window_s")
         if self.clear_increase > self.min_increase:
             raise ValueError("clear_increase must not exceed min_increase (hysteresis)")
+        if self.min_conversations > self.min_refused:
+            raise ValueError("min_conversations must not exceed min_refused")
         return self
 
 
@@ -275,6 +284,11 @@ class RefusalSpikeDetector(Detector):
             row[_N] += 1
             if event.refusal:
                 row[_K] += 1
+                who = row[_WHO]
+                if len(who) < p.min_conversations:
+                    h = zlib.crc32((event.conversation_id or event.run_id).encode())
+                    if h not in who:
+                        who.append(h)
                 if p.evidence_samples:
                     st.samples.append([event.run_id, event.event_id,
                                        redact(event.response_text, 120) if event.response_text else ""])
@@ -306,10 +320,12 @@ class RefusalSpikeDetector(Detector):
     def _bucket(self, st: RefusalSpikeState, start: float) -> list:
         for row in reversed(st.buckets):  # nearly always the last one
             if row[_START] == start:
+                if len(row) == _WHO:  # a row from a changelog written before _WHO existed
+                    row.append([])
                 return row
             if row[_START] < start:
                 break
-        row = [start, 0, 0, 0, False]
+        row = [start, 0, 0, 0, False, []]
         st.buckets.append(row)
         st.buckets.sort(key=lambda r: r[_START])
         return row
@@ -376,12 +392,15 @@ class RefusalSpikeDetector(Detector):
             return v  # no sub-window can pass either
         log_alpha = math.log(p.alpha)
         sn = sk = 0
+        who: set = set()
         for r in reversed(rows):
             sn += r[_N]
             sk += r[_K]
+            if len(r) > _WHO:
+                who.update(r[_WHO])
             if at - r[_START] < p.short_window_s - 1e-9:
                 continue
-            if sn < p.min_volume or sk < p.min_refused:
+            if sn < p.min_volume or sk < p.min_refused or len(who) < p.min_conversations:
                 continue
             srate = sk / sn
             if srate - p0 < p.min_increase or srate < p.min_ratio * p0:

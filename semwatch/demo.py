@@ -129,8 +129,10 @@ def run(args) -> int:
 
         start = parse_ts(args.start)
         events, labels = generate(args.seed, start, args.sim_days * 86400)
+        minor = sum(1 for lab in labels if lab.get("optional"))
+        labels = [lab for lab in labels if not lab.get("optional")]
         print(f"semwatch demo: playing {args.sim_days:g} simulated days at {args.rate:g} events/s; "
-              f"{len(labels)} scripted incidents:")
+              f"{len(labels)} scripted incidents (and {minor} minor provider error bursts):")
         for lab in labels:
             print(f"         {lab['kind']:<20} {lab['start']}  {lab.get('segment')}")
         producer = threading.Thread(

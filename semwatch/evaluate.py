@@ -17,14 +17,23 @@ labelled window when
    before it; ``slack_after`` (``--grace-s``, default 15 min) lets a detector confirm a loop or a
    spike a little after the labelled end (a rollback ends the label; the window still has to fill).
 
-A trigger that matches no window is a false alarm. A trigger may match several windows (an app-wide
-trigger while two routes misbehave): each of them counts as detected. Later triggers matching an
-already detected window are neither hits nor false alarms (duplicates; they still count as matched
-for precision).
+A trigger that matches no window is a false alarm, with two exceptions that count as *related*
+(neither a hit nor a false alarm; a true alert for precision):
+
+- the trigger meets rules 2 and 3 for a labelled window of *another* kind: a real problem, seen by
+  a detector of another kind (a thumbs-down rule firing during a false-refusal spike, a cost rule
+  during a runaway loop). ``--strict-kinds`` counts these as false alarms instead;
+- the trigger matches a window labelled ``"optional": true``: a real but minor condition (a short
+  provider error burst) that a detector may or may not report. Optional windows are not counted as
+  windows: missing one costs nothing.
+
+A trigger may match several windows (an app-wide trigger while two routes misbehave): each of them
+counts as detected. Later triggers matching an already detected window are neither hits nor false
+alarms (duplicates; they still count as matched for precision).
 
 Rows: one per detector (against the windows of its kind), one per kind (any detector of that kind)
 and ``all``. Per row: windows, detected, missed, triggers, false alarms (total and per day of event
-time), precision = matched triggers / triggers, recall = detected windows / windows, time to detect
+time), related triggers, precision = (matched + related triggers) / triggers, recall = detected windows / windows, time to detect
 (median and p90 over detected windows, from the label's start to the first matching trigger; it can
 be slightly negative within the slack) and a NAB score.
 
@@ -125,6 +134,7 @@ class Window:
     segment: dict
     note: str = ""
     run_id: Optional[str] = None
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class Row:
     missed: int = 0
     triggers: int = 0
     matched_triggers: int = 0
+    related: int = 0  # triggers on another kind's window or an optional window (not false alarms)
     false_alarms: int = 0
     false_alarms_per_day: Optional[float] = None
     precision: Optional[float] = None
@@ -167,6 +178,8 @@ class EvaluationReport:
     a_fp: float
     windows: list[dict] = field(default_factory=list)
     false_alarms: list[dict] = field(default_factory=list)
+    related: list[dict] = field(default_factory=list)
+    strict_kinds: bool = False
 
     def row(self, detector: str, kind: Optional[str] = None) -> Row:
         """The row of one detector (``kind`` to pick one of several), of one kind
@@ -186,11 +199,13 @@ class EvaluationReport:
         return {
             "days": self.days,
             "days_from": self.days_from,
-            "matching": {"slack_before_s": self.slack_before_s, "slack_after_s": self.slack_after_s},
+            "matching": {"slack_before_s": self.slack_before_s, "slack_after_s": self.slack_after_s,
+                         "strict_kinds": self.strict_kinds},
             "nab": {"a_tp": A_TP, "a_fn": A_FN, "a_fp": self.a_fp, "steepness": NAB_STEEPNESS},
             "rows": [asdict(r) for r in self.rows],
             "windows": self.windows,
             "false_alarms": self.false_alarms,
+            "related": self.related,
         }
 
     def table(self) -> str:
@@ -208,7 +223,7 @@ def _windows(labels: Iterable[Any]) -> list[Window]:
         extra = lw.model_extra or {}
         start, end = min(lw.start, lw.end), max(lw.start, lw.end)
         out.append(Window(i, lw.kind, start, end, dict(lw.segment), str(extra.get("note", "")),
-                          extra.get("run_id")))
+                          extra.get("run_id"), extra.get("optional") is True))
     return out
 
 
@@ -240,7 +255,8 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
              slack_before_s: float = DEFAULT_SLACK_BEFORE_S,
              slack_after_s: float = DEFAULT_SLACK_AFTER_S,
              days: Optional[float] = None, start: Optional[float] = None, end: Optional[float] = None,
-             a_fp: float = A_FP, days_from: Optional[str] = None) -> EvaluationReport:
+             a_fp: float = A_FP, days_from: Optional[str] = None,
+             strict_kinds: bool = False) -> EvaluationReport:
     """Match incident triggers (dicts or :class:`Incident`) to labelled windows (dicts).
 
     ``detectors`` (name -> kind) adds rows for detectors that raised nothing. The day count for
@@ -260,13 +276,16 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
     if days is not None and days <= 0:
         days = None
 
-    # Which windows each trigger matches.
+    # Which windows each trigger matches; which triggers are related (see the module docstring).
     matches: dict[int, list[Window]] = {}
+    related: dict[int, list[Window]] = {}
     for t in triggers:
-        matches[t.index] = [w for w in windows
-                            if w.kind == t.kind
-                            and w.start - slack_before_s <= t.at <= w.end + slack_after_s
-                            and segments_consistent(w.segment, t.segment)]
+        near = [w for w in windows if w.start - slack_before_s <= t.at <= w.end + slack_after_s
+                and segments_consistent(w.segment, t.segment)]
+        matches[t.index] = [w for w in near if w.kind == t.kind and not w.optional]
+        related[t.index] = [w for w in near if w.kind == t.kind and w.optional] + (
+            [] if strict_kinds else [w for w in near if w.kind != t.kind and not w.optional])
+    required = [w for w in windows if not w.optional]
 
     # Rows: detectors (given order first, then as seen), kinds, all.
     det_keys: list[tuple[str, str]] = []
@@ -277,20 +296,20 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
         if (t.detector, t.kind) not in det_keys:
             det_keys.append((t.detector, t.kind))
     kinds: list[str] = []
-    for k in [k for _, k in det_keys] + [w.kind for w in windows]:
+    for k in [k for _, k in det_keys] + [w.kind for w in required]:
         if k not in kinds:
             kinds.append(k)
 
     rows: list[Row] = []
     for name, kind in det_keys:
         ts = [t for t in triggers if t.detector == name and t.kind == kind]
-        rows.append(_row(name, kind, "detector", ts, [w for w in windows if w.kind == kind],
-                         matches, days, slack_before_s, slack_after_s, a_fp))
+        rows.append(_row(name, kind, "detector", ts, [w for w in required if w.kind == kind],
+                         matches, related, days, slack_before_s, slack_after_s, a_fp))
     for kind in kinds:
         ts = [t for t in triggers if t.kind == kind]
-        rows.append(_row(ALL, kind, "kind", ts, [w for w in windows if w.kind == kind],
-                         matches, days, slack_before_s, slack_after_s, a_fp))
-    rows.append(_row(ALL, ALL, "all", triggers, windows, matches, days, slack_before_s,
+        rows.append(_row(ALL, kind, "kind", ts, [w for w in required if w.kind == kind],
+                         matches, related, days, slack_before_s, slack_after_s, a_fp))
+    rows.append(_row(ALL, ALL, "all", triggers, required, matches, related, days, slack_before_s,
                      slack_after_s, a_fp))
 
     window_details = []
@@ -301,17 +320,25 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
                 first[t.detector] = {"detected_at": format_ts(t.at), "ttd_s": round(t.at - w.start, 3),
                                      "summary": t.summary}
         window_details.append({"kind": w.kind, "start": format_ts(w.start), "end": format_ts(w.end),
-                               "segment": w.segment, "note": w.note, "detected_by": first})
-    false_alarms = [{"detector": t.detector, "kind": t.kind, "detected_at": format_ts(t.at),
-                     "segment": t.segment, "summary": t.summary}
-                    for t in triggers if not matches[t.index]]
+                               "segment": w.segment, "note": w.note, "optional": w.optional,
+                               "detected_by": first})
+
+    def brief(t: Trigger) -> dict:
+        return {"detector": t.detector, "kind": t.kind, "detected_at": format_ts(t.at),
+                "segment": t.segment, "summary": t.summary}
+
+    false_alarms = [brief(t) for t in triggers if not matches[t.index] and not related[t.index]]
+    related_list = [{**brief(t), "windows": [{"kind": w.kind, "start": format_ts(w.start),
+                                               "segment": w.segment, "optional": w.optional}
+                                              for w in related[t.index]]}
+                    for t in triggers if not matches[t.index] and related[t.index]]
     return EvaluationReport(rows, days, days_from, slack_before_s, slack_after_s, a_fp,
-                            window_details, false_alarms)
+                            window_details, false_alarms, related_list, strict_kinds)
 
 
 def _row(detector: str, kind: str, scope: str, triggers: list[Trigger], windows: list[Window],
-         matches: dict[int, list[Window]], days: Optional[float], slack_before_s: float,
-         slack_after_s: float, a_fp: float) -> Row:
+         matches: dict[int, list[Window]], related: dict[int, list[Window]], days: Optional[float],
+         slack_before_s: float, slack_after_s: float, a_fp: float) -> Row:
     row = Row(detector=detector, kind=kind, scope=scope, windows=len(windows), triggers=len(triggers))
     wanted = {w.index for w in windows}
     first_at: dict[int, float] = {}
@@ -321,6 +348,9 @@ def _row(detector: str, kind: str, scope: str, triggers: list[Trigger], windows:
             row.matched_triggers += 1
             for w in hit:
                 first_at.setdefault(w.index, t.at)
+        elif matches[t.index] or related[t.index]:
+            # A hit for another row's windows (another detector's kind) or a related trigger.
+            row.related += 1
         else:
             row.false_alarms += 1
     row.detected = len(first_at)
@@ -328,7 +358,7 @@ def _row(detector: str, kind: str, scope: str, triggers: list[Trigger], windows:
     if days:
         row.false_alarms_per_day = row.false_alarms / days
     if row.triggers:
-        row.precision = row.matched_triggers / row.triggers
+        row.precision = (row.matched_triggers + row.related) / row.triggers
     if row.windows:
         row.recall = row.detected / row.windows
     by_index = {w.index: w for w in windows}
@@ -370,13 +400,13 @@ def _f(x: Optional[float], spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-COLUMNS = ("detector", "kind", "windows", "detected", "missed", "triggers", "FA", "FA/day",
+COLUMNS = ("detector", "kind", "windows", "detected", "missed", "triggers", "related", "FA", "FA/day",
            "precision", "recall", "TTD p50", "TTD p90", "NAB")
 
 
 def table_cells(r: Row) -> list[str]:
     return [r.detector, r.kind, str(r.windows), str(r.detected), str(r.missed), str(r.triggers),
-            str(r.false_alarms), _f(r.false_alarms_per_day, ".2f"), _f(r.precision, ".2f"),
+            str(r.related), str(r.false_alarms), _f(r.false_alarms_per_day, ".2f"), _f(r.precision, ".2f"),
             _f(r.recall, ".2f"), fmt_duration(r.ttd_median_s), fmt_duration(r.ttd_p90_s),
             _f(r.nab_score, ".1f")]
 
@@ -403,9 +433,11 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
         out.append(line(cells))
     days = "-" if report.days is None else f"{report.days:.2f}"
     out.append("")
+    related = ("another kind's window counts as a false alarm (--strict-kinds)" if report.strict_kinds
+               else "related: on another kind's window or an optional one (not a false alarm)")
     out.append(f"days: {days} ({report.days_from}); match: kind, consistent segment, detected_at in "
                f"[start - {report.slack_before_s:g} s, end + {report.slack_after_s:g} s]; "
-               f"NAB A_fp={report.a_fp:g}")
+               f"{related}; NAB A_fp={report.a_fp:g}")
     return "\n".join(out)
 
 
@@ -486,6 +518,9 @@ def add_arguments(parser) -> None:
                         help="NAB cost of one false alarm (default 0.11, NAB's standard profile)")
     parser.add_argument("--config", default=None,
                         help="config directory: adds rows for detectors that raised nothing")
+    parser.add_argument("--strict-kinds", action="store_true",
+                        help="a trigger on a labelled window of another kind is a false alarm "
+                             "(default: related, neither hit nor false alarm)")
 
 
 def run(args) -> int:
@@ -506,7 +541,8 @@ def run(args) -> int:
 
         detectors = detector_kinds(load_config(args.config))
     report = evaluate(incidents, labels, detectors=detectors, slack_before_s=args.slack_s,
-                      slack_after_s=args.grace_s, days=args.days, start=start, end=end, a_fp=args.a_fp)
+                      slack_after_s=args.grace_s, days=args.days, start=start, end=end, a_fp=args.a_fp,
+                      strict_kinds=args.strict_kinds)
     print(report.table())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

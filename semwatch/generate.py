@@ -30,15 +30,20 @@ per simulated day, each producing exactly one label:
 ``wrong_entity_action``  an order-agent run calls a side-effecting tool on another customer's order
                          (not in ``subject``, not returned by the run's earlier reads).
                          segment = {app, route, model}; start = end = that event's ts; run_id.
-``token_spike``          a runaway agent loop of 40-150 steps with growing input tokens.
+``token_spike``          a runaway agent loop of 40-150 steps with growing input tokens: tight (steps
+                         follow each other as fast as a normal run's, a few minutes in all) or
+                         polling (the same steps spread over 10-40 min), half each.
                          segment = {app, route, model}; start/end = first/last step; run_id.
 ``cost_spike``           a route is switched to a 10-30x more expensive model, then back.
                          segment = {app, route}; note names both models; start/end = the switches.
 
 Windows are the change times; requests already in flight at a switch complete (and are stamped) up
-to one request latency later on the configuration they started with.  Benign churn, unlabelled
+to one request latency later on the configuration they started with.  Benign churn, provider
 rate-limit bursts and heavy-tailed but legitimate runs (up to ~34 agent steps, 25k-token code
-contexts) are deliberately left in: they are the false-alarm material.
+contexts) are deliberately left in: they are the false-alarm material.  The bursts (5-25 % more
+failed calls for 3-15 min, about 0.7 a day, whatever ``incidents`` says) are real errors, though:
+each gets an *optional* ``threshold`` label (segment = {provider}), which ``semwatch evaluate``
+neither requires nor counts as a false alarm for a threshold rule such as ``error-rate``.
 
 Tool calls carry ``side_effect`` on ~70 % of order-agent runs only (as with real producers); the
 rest rely on the tool map in ``config/``.
@@ -900,6 +905,14 @@ class _Generator:
         self._walk_timelines()
         self._incident_events: list[tuple[int, dict]] = []
         self._build_incident_runs()
+        for prov, a, b, share in self.rl_bursts:
+            # Real but minor: an error-rate rule may report it, a semantic detector should not.
+            self.labels.append({
+                "kind": "threshold", "start": format_ts(a), "end": format_ts(b),
+                "segment": {"provider": prov}, "optional": True,
+                "note": f"provider {prov} rate-limits about {share:.0%} more of its calls for "
+                        f"{(b - a) / 60:.0f} min",
+            })
         self.labels.sort(key=lambda l: (l["start"], l["kind"], l["end"]))
 
     # ---------------------------------------------------------------- world
@@ -1194,7 +1207,9 @@ class _Generator:
                     "kind": "token_spike", "start": first["ts"], "end": last["ts"],
                     "segment": {"app": r.app, "route": r.name, "model": first["model"]},
                     "run_id": first["run_id"],
-                    "note": f"runaway agent loop: {plan['steps']} steps, input tokens up to {last['input_tokens']}",
+                    "note": (f"runaway agent loop ({plan['pace']}): {plan['steps']} steps in "
+                             f"{(parse_time(last['ts']) - parse_time(first['ts'])) / 60:.0f} min, "
+                             f"input tokens up to {last['input_tokens']}"),
                 })
             self._incident_events.extend(out)
 
@@ -1629,8 +1644,8 @@ class _Generator:
                         res_tok = R.ln(6000, 0.6)
                         res = {"pages": R.randint(4, 40)}
                         tx = R.ln(4.0, 0.6)
-                    if runaway:
-                        tx = 0.0
+                    if runaway and dur > 0:
+                        tx = 0.0  # a polling loop: the wait is in the pacing below
                     tool_calls.append({"name": name, "call_id": ids.next("call_", 12), "arguments": args,
                                        "side_effect": False, "result": res, "_tx": tx, "_tok": res_tok})
             t_end = self._finish(R, ev, model, in_tok, out_tok, t, load, err, finish, 8192 if last else 4096)
@@ -1667,9 +1682,13 @@ class _Generator:
             ev["ts"] = _fmt_ms(ms)
             evs.append((ms, ev))
             if runaway:
-                # steps spread over the runaway's duration; each step drags the whole context along
-                t = max(t_end + 0.2, t0 + dur * (k + 1) / max(1, n_steps - 1) * R.unif(0.97, 1.0))
+                # each step drags the whole context along; a polling loop spreads its steps over
+                # `dur`, a tight one goes on as fast as the model and the tools answer
                 ctx += R.ln(1400, 0.5)
+                if dur > 0:
+                    t = max(t_end + 0.2, t0 + dur * (k + 1) / max(1, n_steps - 1) * R.unif(0.97, 1.0))
+                else:
+                    t = t_end + tx + R.ln(0.15, 0.5)
             else:
                 t = t_end + tx + R.ln(0.15, 0.5)
         out.extend(evs)
@@ -1904,6 +1923,11 @@ class _Generator:
     # ---------------------------------------------------------------- runaway run
     def _runaway_run(self, R: _Rand, ids: _Ids, eids: _Ids, r: _Route, plan: dict, out: list):
         t0, dur, n_steps = plan["t0"], plan["dur"], plan["steps"]
+        # Half the loops are tight (the agent re-calls the model as soon as a tool answers: minutes
+        # of steps), half poll (a retry or wait between steps: the same steps over `dur`).
+        plan["pace"] = "tight" if R.u() < 0.5 else "polling"
+        if plan["pace"] == "tight":
+            dur = 0.0
         st = r.at(t0)
         ver = st.pv
         tenant = R.wpick(self.tenants, self.tenant_cum_by_app[r.app])
@@ -1952,7 +1976,10 @@ class _Generator:
                 ms = evs[-1][0] + 1
             ev["ts"] = _fmt_ms(ms)
             evs.append((ms, ev))
-            t = max(t_end + 0.2, t0 + dur * (k + 1) / max(1, n_steps - 1) * R.unif(0.97, 1.0))
+            if dur > 0:
+                t = max(t_end + 0.2, t0 + dur * (k + 1) / max(1, n_steps - 1) * R.unif(0.97, 1.0))
+            else:
+                t = t_end + R.ln(0.25, 0.5) + R.ln(0.15, 0.5)  # get_order answers, the model goes on
         out.extend(evs)
         return evs[0][1], evs[-1][1]
 

@@ -405,7 +405,7 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
         if unknown:
             raise ValueError(f"no detector or rule named {sorted(unknown)} in {config.directory}")
     sweeps: list[DetectorSweep] = []
-    label_kinds = Counter(lab["kind"] for lab in labels or [])
+    label_kinds = Counter(lab["kind"] for lab in labels or [] if lab.get("optional") is not True)
     for p in config.detector_params:
         if not p.enabled or (wanted is not None and p.name not in wanted):
             continue
@@ -538,7 +538,7 @@ def _timelines(result: TuneResult, jobs: int, progress: bool) -> None:
     for si, s in enumerate(result.sweeps):
         windows = []
         for lab in result.labels or []:
-            if lab["kind"] != s.kind:
+            if lab["kind"] != s.kind or lab.get("optional") is True:
                 continue
             start, end = parse_ts(lab["start"]), parse_ts(lab["end"])
             pad = max(TIMELINE_PAD_S, 0.5 * (end - start))

@@ -47,10 +47,38 @@ def test_trigger_segment_must_be_consistent_with_the_label(segment, matches):
     assert rep.row("loop").false_alarms == int(not matches)
 
 
-def test_kind_must_agree():
+def test_kind_must_agree_and_another_kinds_window_makes_a_trigger_related():
     rep = evaluate([trig(T0 + 60, kind="cost_spike")], [label(T0, T0 + 600)], days=1)
     assert rep.row("all").detected == 0
+    row = rep.row("loop", "cost_spike")
+    assert (row.false_alarms, row.related, row.precision) == (0, 1, 1.0)
+    assert rep.related[0]["windows"][0]["kind"] == "token_spike" and not rep.false_alarms
+
+
+def test_strict_kinds_counts_another_kinds_window_as_a_false_alarm():
+    rep = evaluate([trig(T0 + 60, kind="cost_spike")], [label(T0, T0 + 600)], days=1, strict_kinds=True)
+    row = rep.row("loop", "cost_spike")
+    assert (row.false_alarms, row.related, row.precision) == (1, 0, 0.0)
+
+
+def test_a_trigger_far_from_another_kinds_window_is_still_a_false_alarm():
+    rep = evaluate([trig(T0 + 5000, kind="cost_spike")], [label(T0, T0 + 600)], days=1)
     assert rep.row("loop", "cost_spike").false_alarms == 1
+
+
+def test_optional_windows_excuse_triggers_and_cost_nothing_when_missed():
+    optional = {**label(T0, T0 + 600, kind="threshold", segment={"provider": "openai"}), "optional": True}
+    rep = evaluate([trig(T0 + 60, detector="error-rate", kind="threshold")],
+                   [optional, label(T0 + 9000, T0 + 9600)], days=1)
+    thr = rep.row("error-rate")
+    assert (thr.windows, thr.false_alarms, thr.related, thr.recall) == (0, 0, 1, None)
+    assert rep.row("all").windows == 1 and rep.row("all").missed == 1  # only the required window
+    # Optional or not, a window of the right kind far away excuses nothing.
+    rep = evaluate([trig(T0 + 5000, detector="error-rate", kind="threshold")], [optional], days=1)
+    assert rep.row("error-rate").false_alarms == 1
+    # Missing an optional window is no miss.
+    rep = evaluate([], [optional], days=1)
+    assert rep.row("all").windows == 0 and rep.row("all").missed == 0
 
 
 @pytest.mark.parametrize("offset,matches", [
@@ -121,7 +149,7 @@ def test_rows_per_detector_per_kind_and_all():
 
 
 def test_a_detector_without_windows_of_its_kind_has_no_recall():
-    rep = evaluate([trig(T0 + 60, detector="errors", kind="threshold")], [label(T0, T0 + 600)], days=0.5)
+    rep = evaluate([trig(T0 + 5000, detector="errors", kind="threshold")], [label(T0, T0 + 600)], days=0.5)
     r = rep.row("errors")
     assert (r.windows, r.recall, r.nab_score) == (0, None, None)
     assert (r.false_alarms, r.false_alarms_per_day) == (1, 2.0)
@@ -191,7 +219,7 @@ def test_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     row = next(r for r in data["rows"] if r["scope"] == "all")
     assert (row["detected"], row["false_alarms"], row["false_alarms_per_day"]) == (1, 1, 0.5)
-    assert data["matching"] == {"slack_before_s": 120.0, "slack_after_s": 900.0}
+    assert data["matching"] == {"slack_before_s": 120.0, "slack_after_s": 900.0, "strict_kinds": False}
 
 
 def test_cli_names_the_bad_line(tmp_path, capsys):

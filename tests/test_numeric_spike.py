@@ -393,3 +393,65 @@ def test_unit_test_hooks(cls):
                     EngineOptions(), prices=PRICES, classify_refusals=False)
     incidents, _ = replay(None, normal + anomalous, engine=engine)
     assert len(triggers(incidents)) == 1
+
+
+# -- runaway loops relative to the segment ----------------------------------------------------------
+def test_loop_in_a_segment_that_never_repeats_a_call_is_flagged_within_a_few_steps():
+    t_loop = START + 14 * HOUR
+    events = traffic(2, START + 6 * HOUR, 10 * HOUR, loops=(t_loop,))
+    loop = triggers(replay([runaway()], events)[0], "runaway-loop")
+    assert len(loop) == 1
+    inc = loop[0]
+    # min_repeats (5) exact repeats: the 6th step, 40 s in; the absolute cap (24) would be 3 min.
+    assert parse_ts(inc.detected_at) - t_loop == pytest.approx(5 * 8, abs=1)
+    assert inc.evidence["reason"] == "repeats_adaptive" and "2nd most repetitive" in inc.summary
+    assert (inc.baseline, inc.threshold) == (0.0, 5.0)
+
+
+def repetitive_runs(t0: float, runs: int, repeats: int, tag: str = "r") -> list[dict]:
+    """Runs of the same segment that each repeat one call ``repeats`` times (steps 20 s apart)."""
+    out = []
+    for r in range(runs):
+        for k in range(repeats + 1):
+            out.append({"schema_version": "1", "event_id": f"{tag}{r}-{k}", "run_id": f"{tag}{r}",
+                        "ts": t0 + r * 60 + k * 2, "app": "research-agent", "route": "research",
+                        "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 50,
+                        "tool_calls": [{"name": "web_search", "arguments": {"query": f"q{r}"}}]})
+    return out
+
+
+def test_where_runs_normally_repeat_only_many_more_repeats_flag_a_run():
+    normal = repetitive_runs(START, 300, 8)  # every run repeats its search 8 times
+    t1 = START + 300 * 60
+    more = repetitive_runs(t1, 1, 20, tag="long")  # 20 < 3 x 8: unusual, not a loop
+    loop = repetitive_runs(t1 + 120, 1, 30, tag="loop")  # 30 >= 24 (3 x 8), and the cap (24)
+    det = runaway(max_repeated_calls=None)
+    got = triggers(replay([det], normal + more)[0])
+    assert got == []
+    got = triggers(replay([runaway(max_repeated_calls=None)], normal + more + loop)[0])
+    assert len(got) == 1 and got[0].evidence["run_ids"] == ["loop0"]
+    assert got[0].evidence["worst"]["steps"] == 25  # the 24th repeat: 3 x the 2nd most repetitive
+
+
+def test_adaptive_repeats_wait_for_enough_runs():
+    few = repetitive_runs(START, 20, 0)  # 20 runs that never repeat: too few to know the segment
+    loop = repetitive_runs(START + 20 * 60, 1, 12, tag="loop")
+    assert triggers(replay([runaway(max_repeated_calls=None)], few + loop)[0]) == []
+
+
+# -- the typical event: geometric mean ------------------------------------------------------------
+def test_geomean_sees_a_model_switch_but_not_one_expensive_run():
+    t0, t1 = START + 15 * HOUR, START + 16 * HOUR
+    events = traffic(5, START + 8 * HOUR, 10 * HOUR, switch=(t0, t1, "claude-3-opus"))
+    got = triggers(replay([cost_per_route(aggregate="geomean")], events)[0])
+    assert len(got) == 1 and 0 <= parse_ts(got[0].detected_at) - t0 <= 120
+    assert "typical cost per event up" in got[0].summary
+    # One billing event 100x the usual cost among the ordinary ones: the mean pages, geomean not.
+    quiet = traffic(5, START + 8 * HOUR, 10 * HOUR)
+    spike_at = START + 15 * HOUR
+    quiet.append({"schema_version": "1", "event_id": "big", "run_id": "big", "ts": spike_at,
+                  "app": "shop-bot", "route": "billing", "model": "gpt-4o-mini",
+                  "input_tokens": 80_000 * 20, "output_tokens": 15_000})
+    quiet.sort(key=lambda e: e["ts"])
+    assert triggers(replay([cost_per_route(aggregate="geomean", for_s=0)], quiet)[0]) == []
+    assert len(triggers(replay([cost_per_route(for_s=0)], quiet)[0])) == 1
