@@ -112,11 +112,11 @@ class RefusalSpikeParams(DetectorParams):
     # A bucket closes this long after its end (segment event time); keep = engine.allowed_lateness_s.
     grace_s: float = Field(default=30.0, ge=0)
     # Fewest ordinary requests in the window before a verdict is possible.
-    min_volume: int = Field(default=10, ge=1)
+    min_volume: int = Field(default=5, ge=1)
     # Fewest refused requests in the window: two refusals against a near-zero baseline are no spike.
-    min_refused: int = Field(default=5, ge=1)
+    min_refused: int = Field(default=4, ge=1)
     # ... from at least this many distinct conversations (conversation_id, else run_id).
-    min_conversations: int = Field(default=4, ge=1, le=64)
+    min_conversations: int = Field(default=3, ge=1, le=64)
     # One-sided binomial p-value below which the rise is significant.
     alpha: float = Field(default=1e-5, gt=0, lt=0.5)
     # Material: the window rate must exceed the baseline by this much (absolute) ...

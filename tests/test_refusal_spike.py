@@ -280,3 +280,23 @@ def test_contract_examples():
     for raw in anomalous:
         tail += engine.process(RunEvent.model_validate(raw))
     assert [i.event_action for i in tail] == ["trigger"]
+
+
+def test_refusals_of_one_conversation_are_not_a_spike_but_of_several_are():
+    base = stream(T0, 4 * HOUR, 1.0, 0.02, seed=21, pv="v12")
+    t = T0 + 3 * HOUR
+
+    def retries(conversations: int) -> list[RunEvent]:
+        # 12 refused requests in 60 s on a quiet route, from `conversations` users taking turns
+        out = []
+        for i in range(12):
+            e = event(10**6 + i, t + 5 * i, route="faq", refusal=True)
+            e.conversation_id = f"conv-{i % conversations}"
+            out.append(e)
+        return out
+
+    quiet_faq = stream(T0, 4 * HOUR, 0.05, 0.0, seed=22, route="faq", id0=5 * 10**5)
+    assert triggers(run(merge(base, quiet_faq, retries(1)))[0]) == []  # one user retrying
+    assert triggers(run(merge(base, quiet_faq, retries(2)))[0]) == []  # min_conversations: 3
+    [trig] = triggers(run(merge(base, quiet_faq, retries(3)))[0])
+    assert trig.segment["route"] == "faq"
