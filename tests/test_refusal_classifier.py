@@ -182,3 +182,15 @@ def test_precision_recall_on_labelled_set():
     precision, recall = _prf(rows)
     assert precision >= 0.9, precision
     assert recall >= 0.9, recall
+
+
+def test_precision_recall_on_the_independent_set():
+    """Set A was written by another author without seeing this module or its data (errors on it
+    were then studied and fixed); set B, written the same way, is kept sealed: it is measured by
+    bench/bench_refusal.py and reported, never used to change the classifier."""
+    path = ROOT / "tests" / "data" / "refusal_texts_independent_a.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 300 and all(r["source"].startswith("independent:") for r in rows)
+    precision, recall = _prf(rows)
+    assert precision >= 0.95, precision
+    assert recall >= 0.9, recall
