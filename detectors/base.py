@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from semwatch.models import Incident, RunEvent, dedup_key_for, format_ts, incident_id_for
 from semwatch.redact import redact
+from detectors.state import PlainState
 
 if TYPE_CHECKING:  # pragma: no cover
     from detectors.changes import ChangeTracker
@@ -54,8 +55,8 @@ class DetectorParams(BaseModel):
         return value
 
 
-@dataclass
-class SegmentState:
+@dataclass(slots=True)
+class SegmentState(PlainState):
     """Base of every detector's per-segment state. Picklable, small, plain data."""
 
     segment: dict[str, str]
@@ -97,6 +98,9 @@ class Context:
         self.changes = changes
         self._emit = emit
         self.late = False  # the current event is later than the allowed lateness
+        # Results that detectors of the same event share (cleared by the engine before each
+        # event): e.g. the wrong-entity scope check, computed once for both wrong-entity detectors.
+        self.shared: dict = {}
 
     def state(self, detector: "Detector", segment: dict[str, str], factory: Callable[[], SegmentState],
               now: float) -> Optional[SegmentState]:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
+from detectors.state import PlainState
 from semwatch.models import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
@@ -25,8 +26,8 @@ WARMUP_S = 1800.0
 MAX_SCOPES = 20000
 
 
-@dataclass
-class ScopeHistory:
+@dataclass(slots=True)
+class ScopeHistory(PlainState):
     # field -> list of [value, first_seen, last_seen], oldest first
     values: dict[str, list[list]] = field(default_factory=dict)
     # recorded changes: [field, from, to, first_seen]

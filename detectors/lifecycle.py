@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from detectors.state import PlainState
 
-@dataclass
-class Lifecycle:
+
+@dataclass(slots=True)
+class Lifecycle(PlainState):
     status: str = "ok"  # ok | pending | firing
     since: float = 0.0  # start of the breach that led to pending/firing
     fired_at: float = 0.0

@@ -228,7 +228,7 @@ class RunOutlierParams(DetectorParams):
         return self
 
 
-@dataclass
+@dataclass(slots=True)
 class RunState(SegmentState):
     """One run's running totals (keyed by segment + run_id)."""
 
@@ -245,7 +245,7 @@ class RunState(SegmentState):
     top_tool: Optional[str] = None  # ... and its tool name
 
 
-@dataclass
+@dataclass(slots=True)
 class OutlierState(SegmentState):
     """A segment's baseline and its current problem."""
 
@@ -702,7 +702,7 @@ class RateSpikeParams(DetectorParams):
         return self
 
 
-@dataclass
+@dataclass(slots=True)
 class RateState(SegmentState):
     bucket: int = -1  # index (ts // bucket_s) of the open bucket
     b_sum: float = 0.0

@@ -174,7 +174,7 @@ class RefusalSpikeParams(DetectorParams):
 
 
 # -- state --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class BaselineCounts(SegmentState):
     """Decayed refusal counts of one baseline scope (also embedded in every segment)."""
 
@@ -192,7 +192,7 @@ class BaselineCounts(SegmentState):
         self.base_k += k
 
 
-@dataclass
+@dataclass(slots=True)
 class RefusalSpikeState(BaselineCounts):
     # [start, n, refused, flagged, tainted] per non-empty bucket, oldest first, within the window.
     buckets: list = field(default_factory=list)

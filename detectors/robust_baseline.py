@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detectors.state import PlainState
+
 NAN = float("nan")
 
 
@@ -41,8 +43,8 @@ def _median_sorted(values) -> float:
     return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
-@dataclass
-class SampleRing:
+@dataclass(slots=True)
+class SampleRing(PlainState):
     """Recent samples (log scale) with a cached median and MAD. See the module docstring."""
 
     values: array = field(default_factory=lambda: array("d"))
@@ -151,8 +153,8 @@ class SampleRing:
         return n
 
 
-@dataclass
-class DailyBaseline:
+@dataclass(slots=True)
+class DailyBaseline(PlainState):
     """Expected log value by time of day. See the module docstring.
 
     ``predict(t)`` gives (mean, sd) on the log scale; ``learn(t, y)`` folds in one observation.

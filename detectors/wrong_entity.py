@@ -57,7 +57,7 @@ def hash_entity(value: str) -> str:
 
 
 # -- per-run scope -----------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class RunState(SegmentState):
     subject: dict[str, list[str]] = field(default_factory=dict)  # declared scope, union over events
     seen: dict[str, list[str]] = field(default_factory=dict)  # ids from earlier in-scope results
@@ -106,6 +106,10 @@ class RunScopeMixin:
                 return
             ids.append(ident)
             run.n_ids += 1
+
+    def _scope_key(self) -> tuple:
+        p = self.params
+        return ("wrong_entity_scope", p.strict, p.widen_from_results, p.max_scope_ids, id(self.tools))
 
     def _check_event(self, run: RunState, event: RunEvent) -> list[CallCheck]:
         """Update the run's scope with the event and check its side-effecting calls, in order."""
@@ -187,6 +191,9 @@ class WrongEntityAction(RunScopeMixin, Detector):
             return
         checks = self._check_event(run, event)  # type: ignore[arg-type]
         ctx.changed(self, run)
+        # A wrong_entity_rate configured after this detector, with the same scope settings,
+        # reuses these checks instead of keeping a second copy of every run's scope.
+        ctx.shared[self._scope_key()] = checks
         bad = [c for c in checks if c.offending]
         if not bad:
             return
@@ -286,11 +293,13 @@ class WrongEntityRate(RunScopeMixin, WindowedDetector):
     def observe(self, event: RunEvent, ctx: Context) -> None:
         if not event.tool_calls and not event.subject:
             return
-        run = ctx.state(self, run_segment(event), lambda: RunState(segment={}), event.ts)
-        if run is None:
-            return
-        checks = self._check_event(run, event)  # type: ignore[arg-type]
-        ctx.changed(self, run)
+        checks = ctx.shared.get(self._scope_key())
+        if checks is None:  # no wrong_entity_action before this one (or other scope settings)
+            run = ctx.state(self, run_segment(event), lambda: RunState(segment={}), event.ts)
+            if run is None:
+                return
+            checks = self._check_event(run, event)  # type: ignore[arg-type]
+            ctx.changed(self, run)
         checked = [c for c in checks if c.checked]
         if not checked:
             return

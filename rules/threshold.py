@@ -46,6 +46,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from detectors.base import Context, Detector, DetectorParams, SegmentState, register
 from detectors.lifecycle import Lifecycle, LifecyclePolicy
+from detectors.state import PlainState
 from semwatch.models import RunEvent
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -145,8 +146,8 @@ def _norm(value: Any) -> Optional[str]:
 
 
 # -- the windowed machinery -------------------------------------------------------------------------
-@dataclass
-class Bucket:
+@dataclass(slots=True)
+class Bucket(PlainState):
     n: int = 0  # events (or calls) in the population
     hits: int = 0  # of which matched / true / out of scope
     nv: int = 0  # numeric values
@@ -155,7 +156,7 @@ class Bucket:
     samples: Optional[list[list[str]]] = None  # [run_id, event_id] of the first matching events
 
 
-@dataclass
+@dataclass(slots=True)
 class WindowState(SegmentState):
     buckets: dict[int, Bucket] = dc_field(default_factory=dict)
     closed: Optional[int] = None  # buckets with a lower index are closed (evaluated)

@@ -14,14 +14,15 @@ from typing import Any, Iterable, MutableMapping, Optional
 
 from detectors.base import Context, Detector, SegmentState, StateAccess
 from detectors.changes import ChangeTracker, ScopeHistory
+from detectors.state import PlainState
 from semwatch.models import Incident, RunEvent
 
 ENGINE_KEY = "__engine__"
 SEP = "\x1f"
 
 
-@dataclass
-class EngineClock:
+@dataclass(slots=True)
+class EngineClock(PlainState):
     """Persisted engine bookkeeping (picklable)."""
 
     max_ts: float = -math.inf
@@ -132,7 +133,13 @@ class Engine(StateAccess):
                 self.stats.refused_segments += 1
                 return None
             st = factory()
-            st.segment = dict(segment)
+            # States created for one event share one segment dict per distinct segment (read-only
+            # by convention): several detectors group by the same labels.
+            items = tuple(segment.items())
+            shared = self._ctx.shared.get(items)
+            if shared is None:
+                shared = self._ctx.shared[items] = dict(segment)
+            st.segment = shared
             st.key = key
             self.data[key] = st
         if now > st.last_seen:
@@ -223,6 +230,8 @@ class Engine(StateAccess):
 
     def _handle(self, event: RunEvent) -> None:
         self.stats.events += 1
+        if self._ctx.shared:
+            self._ctx.shared.clear()
         self._enrich(event)
         clock = self.clock
         late = event.ts < clock.max_ts - self.options.allowed_lateness_s
