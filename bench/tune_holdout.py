@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"semwatch tune holdout: tune on seed {args.seed_a}, test on seed {args.seed_b}; "
           f"{args.duration} each at {args.rate:g} events/s; "
           f"budget {args.budget:g} false alarm/day per detector")
-    print(f"tuning: {n_a} events, {len(a_labels)} labelled windows, "
+    print(f"tuning: {n_a} events, {sum(1 for lab in a_labels if not lab.get('optional'))} labelled windows, "
           f"{sum(len(s.candidates) for s in result.sweeps)} replays "
           f"in {result.seconds.get('sweep', 0):.0f} s "
           f"on {result.jobs} processes")

@@ -148,8 +148,16 @@ def load_events(path: str | Path) -> tuple[list[RunEvent], list[tuple[int, str]]
     """Parse a JSON Lines recording once; rejected lines come back with line number and reason."""
     rejected: list[tuple[int, str]] = []
     opener = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
-    with opener as fh:
-        events = list(read_events(fh, rejected))
+    # Every parsed event stays alive: the collector would rescan the growing list at each
+    # generation-2 pass (measured: 34 us/event parsing with it, 8 without).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with opener as fh:
+            events = list(read_events(fh, rejected))
+    finally:
+        if was_enabled:
+            gc.enable()
     events.sort(key=lambda e: e.ts)  # stable: a recording in arrival order keeps its ties
     return events, rejected
 
@@ -350,6 +358,11 @@ def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, desc: str) -> Iter
     # disable=None: bars only on a terminal (no carriage-return noise in logs and CI).
     bar = tqdm(total=len(tasks), desc=desc, unit="run", disable=None if progress else True,
                file=sys.stderr, dynamic_ncols=True)
+    # The recording's events (and everything else alive now) leave the collector's view: every
+    # replay would otherwise rescan them at each generation-2 pass, and after a fork the children
+    # would copy the pages the scan touches.
+    gc.collect()
+    gc.freeze()
     try:
         if jobs <= 1 or len(tasks) <= 1:
             for t in tasks:
@@ -358,16 +371,12 @@ def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, desc: str) -> Iter
                 yield out
             return
         ctx = multiprocessing.get_context("fork")
-        gc.collect()
-        gc.freeze()  # the parent's objects stay out of the children's GC: fewer copied pages
-        try:
-            with ctx.Pool(processes=jobs) as pool:
-                for out in pool.imap_unordered(_task, tasks, chunksize=1):
-                    bar.update(1)
-                    yield out
-        finally:
-            gc.unfreeze()
+        with ctx.Pool(processes=jobs) as pool:
+            for out in pool.imap_unordered(_task, tasks, chunksize=1):
+                bar.update(1)
+                yield out
     finally:
+        gc.unfreeze()
         bar.close()
 
 
@@ -819,7 +828,9 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
     L.append(f"- events: `{events_path}` — {result.events} events, {result.rejected} rejected, {span}")
     L.append(f"- config: `{config_dir}`" + (f" → tuned config `{out_config}`" if out_config else
                                             " (no tuned config written)"))
-    L.append(f"- labels: {len(result.labels)} windows" if result.labelled else
+    n_optional = sum(1 for lab in result.labels or [] if lab.get("optional") is True)
+    L.append(f"- labels: {len(result.labels or []) - n_optional} windows"
+             + (f" (and {n_optional} optional ones)" if n_optional else "") if result.labelled else
              "- labels: none — alert volumes only" + ("; picked by volume" if result.picked else ""))
     L.append(f"- budget: {budget:g} {unit} per detector" if budget is not None else "- budget: none given")
     runs = sum(len(s.candidates) for s in result.sweeps)
