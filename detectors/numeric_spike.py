@@ -199,7 +199,7 @@ class RunOutlierParams(DetectorParams):
     # Runs in the segment's last repeats_memory_s before any verdict: the 2nd most repetitive of
     # fewer runs is no estimate of its tail.
     repeats_min_runs: int = Field(default=200, ge=1)
-    repeats_memory_s: float = Field(default=6 * 3600.0, gt=0)  # how long a run's repeats are remembered
+    repeats_memory_s: float = Field(default=86400.0, gt=0)  # how long a run's repeats are remembered
     # -- the incident --
     min_outliers: int = Field(default=1, ge=1)  # flagged runs/events (within quiet_s) before a trigger
     quiet_s: float = Field(default=600.0, gt=0)  # resolve after this long without a new outlier
