@@ -102,7 +102,10 @@ class SampleRing(PlainState):
         return ticket
 
     def owns(self, ticket: int) -> bool:
-        return ticket >= 0 and self.claimed - ticket <= self.size
+        # A ticket this ring never handed out (the run's state is newer than the ring's: a crash
+        # between their changelog records, then the events replayed) owns nothing.
+        return 0 <= ticket < self.claimed and self.claimed - ticket <= self.size \
+            and ticket % self.size < len(self.values)
 
     def write(self, ticket: int, value: float, now: float) -> None:
         """Set (or update) the sample of a ticket that still owns its slot."""

@@ -7,6 +7,7 @@ that cannot be derived from that mapping: the LRU and active-segment indexes are
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from detectors.base import Context, Detector, SegmentState, StateAccess
 from detectors.changes import ChangeTracker, ScopeHistory
 from detectors.state import PlainState
 from semwatch.models import Incident, RunEvent
+
+log = logging.getLogger("semwatch.engine")
 
 ENGINE_KEY = "__engine__"
 SEP = "\x1f"
@@ -40,6 +43,8 @@ class EngineStats:
     expired: int = 0
     refused_segments: int = 0
     incidents: int = 0
+    # Exceptions raised by a detector (its event or tick is skipped; the others go on), by name.
+    detector_errors: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -240,11 +245,22 @@ class Engine(StateAccess):
         self._ctx.late = late
         self.changes.observe(event)
         for detector in self.detectors:
-            detector.observe(event, self._ctx)
+            try:
+                detector.observe(event, self._ctx)
+            except Exception:  # a detector bug must not stop the stream (or loop a worker)
+                self._detector_failed(detector, "observe", event)
         if event.ts > clock.max_ts:
             clock.max_ts = event.ts
             self._tick(clock)
         self._ctx.late = False
+
+    def _detector_failed(self, detector: Detector, where: str, event: Optional[RunEvent]) -> None:
+        n = self.stats.detector_errors.get(detector.name, 0) + 1
+        self.stats.detector_errors[detector.name] = n
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... time: a flood of one bug stays readable
+            at = f" on event {event.event_id}" if event is not None else ""
+            log.exception("detector %s failed in %s%s (%d times so far); skipped, stream goes on",
+                          detector.name, where, at, n)
 
     def _settle_touched(self) -> None:
         data, active = self.data, self._active
@@ -268,7 +284,10 @@ class Engine(StateAccess):
                 if st is None or detector is None:
                     self._active.discard(key)
                     continue
-                detector.advance(st, watermark, self._ctx)
+                try:
+                    detector.advance(st, watermark, self._ctx)
+                except Exception:
+                    self._detector_failed(detector, "advance", None)
             self._settle_touched()
         if watermark >= clock.next_sweep:
             clock.next_sweep = watermark + self.options.sweep_s

@@ -50,6 +50,9 @@ class WorkerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
         self.segments_active = Gauge("semwatch_segments_active", "Segments with state, by detector.",
                                      ["detector"], registry=r)
+        self.detector_errors = Counter(
+            "semwatch_detector_errors", "Exceptions in a detector (its event or tick was skipped).",
+            ["detector"], registry=r)
         self.ready = Gauge("semwatch_worker_ready",
                            "1 once the worker has its partitions and recovered its state.", registry=r)
         self.otlp_events = Counter("semwatch_otlp_events",

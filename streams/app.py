@@ -359,10 +359,14 @@ class SemwatchApp:
         started = time.perf_counter()
         engine = self.engine_for(partition)
         late_before = engine.stats.late
+        errors_before = dict(engine.stats.detector_errors)
         incidents: list[Incident] = []
         for event, _ in ready:
             incidents.extend(engine.process(event))
         self.metrics.late.inc(engine.stats.late - late_before)
+        for name, n in engine.stats.detector_errors.items():
+            if n != errors_before.get(name, 0):
+                self.metrics.detector_errors.labels(detector=name).inc(n - errors_before.get(name, 0))
         self.metrics.processed.inc(len(ready))
         # Incidents are acknowledged by the broker before the state that remembers them is
         # written: a crash in between replays the events and re-emits the same incident

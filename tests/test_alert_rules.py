@@ -45,6 +45,7 @@ METRICS: dict[str, set[str]] = {
     "semwatch_last_processed_timestamp_seconds": set(),
     "semwatch_processing_seconds": set(),
     "semwatch_segments_active": {"detector"},
+    "semwatch_detector_errors_total": {"detector"},
     # pager agent
     "semwatch_pages_total": {"target", "event_action", "outcome"},
     "semwatch_page_attempts_total": {"target"},
