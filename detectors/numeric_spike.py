@@ -408,29 +408,22 @@ class RunOutlier(Detector):
             if ring.due(ts, p.refresh_s, p.refresh_min_new):
                 self._refresh(st, ts, ts - p.run_gap_s)
 
-    def _repeats_limit(self, st: OutlierState, me: int, now: float) -> Optional[float]:
-        """The fewest repeats that flag run ``me`` now (None: the segment is still warming up)."""
-        p = self.params
-        if st.runs_seen < p.repeats_min_runs:
-            return None
-        others = [e[0] for e in st.top_repeats or () if e[1] != me and now - e[2] <= p.repeats_memory_s]
-        second = others[1] if len(others) > 1 else 0
-        return max(float(p.min_repeats), p.repeats_ratio * second)
-
     def _repetitive(self, st: OutlierState, run_id: str, repeats: int, now: float) -> bool:
-        """Judge a run whose repeats just grew, then remember it among the segment's top three."""
+        """Judge a run whose repeats just grew; unless flagged, remember it among the segment's
+        three most repetitive recent runs (kept largest first)."""
+        p = self.params
         me = zlib.crc32(run_id.encode())
-        limit = self._repeats_limit(st, me, now) if repeats >= self.params.min_repeats else None
-        if limit is not None and repeats >= limit:
-            # Flagged: not learnt (don't learn from what you flagged); the basis goes on the record.
-            st.repeats_basis = [(limit / self.params.repeats_ratio) if limit > self.params.min_repeats
-                                else 0.0, limit]
-            return True
-        memory = self.params.repeats_memory_s
-        top = [e for e in st.top_repeats or () if e[1] != me and now - e[2] <= memory]
-        top.append([repeats, me, now])
-        top.sort(key=lambda e: -e[0])
-        st.top_repeats = top[:3]
+        others = [e for e in st.top_repeats or () if e[1] != me and now - e[2] <= p.repeats_memory_s]
+        if repeats >= p.min_repeats and st.runs_seen >= p.repeats_min_runs:
+            second = float(others[1][0]) if len(others) > 1 else 0.0
+            limit = max(float(p.min_repeats), p.repeats_ratio * second)
+            if repeats >= limit:
+                # Flagged: not learnt (don't learn from what you flagged); the basis goes on the record.
+                st.repeats_basis = [second, limit]
+                return True
+        others.append([repeats, me, now])
+        others.sort(key=lambda e: -e[0])
+        st.top_repeats = others[:3]
         return False
 
     @staticmethod
