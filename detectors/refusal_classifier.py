@@ -435,8 +435,7 @@ _GROUPS = (
     # Stock declines in other languages: German, French, Spanish, Portuguese, Italian, Japanese.
     _Group("decline_other_language_2", "decline",
            ("nicht", "keine", "mesure", "puis", "peux", "pouvons", "puedo", "podemos", "consigo",
-            "posso", "できません",
-            "かねます", "できかね", "致しかねます", "お断り"), (
+            "posso", "できません", "かねます", "できかね", "お断り"), (
         _pat(r"kann\s+ich\s+(?:ihnen\s+|dir\s+|euch\s+)?(?:leider\s+)?nicht\b"),
         _pat(r"kann\s+(?:ihnen\s+|dir\s+)?(?:leider\s+)?(?:keine|nicht)\b",
              before=lambda t, s: "ich" in _prev_words(t, s, 4)),
@@ -447,8 +446,9 @@ _GROUPS = (
         _pat(r"solo\s+puedo\s+ayudar"),
         _pat(r"não\s+(?:consigo|posso|podemos)\s+\w+"), _pat(r"nao\s+(?:consigo|posso|podemos)\s+\w+"),
         _pat(r"non\s+posso\s+\w+"),
-        _pat(r"できません", word_start=False), _pat(r"いたしかねます", word_start=False), _pat(r"致しかねます", word_start=False), _pat(r"できかねます", word_start=False),
-        _pat(r"お答えできません", word_start=False), _pat(r"お断り", word_start=False),
+        # Japanese has no word boundaries: these match anywhere ("お答えできません" ends in できません).
+        *(_pat(j, word_start=False) for j in ("できません", "いたしかねます", "致しかねます", "できかねます",
+                                              "お断り")),
     ), (5.2, 3.4, 5.0)),
     # Policy, safety, guidelines or ethics given as the reason. Strong form:
     # the request itself would break the rules ("that would violate my
