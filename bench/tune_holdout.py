@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from semwatch.config import load_config  # noqa: E402
 from semwatch.evaluate import detector_kinds, evaluate, format_table  # noqa: E402
 from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
+from semwatch.models import is_optional  # noqa: E402
 from semwatch.replay import replay_events  # noqa: E402
 from semwatch.tune import load_events, tune, write_report, write_tuned_config  # noqa: E402
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"semwatch tune holdout: tune on seed {args.seed_a}, test on seed {args.seed_b}; "
           f"{args.duration} each at {args.rate:g} events/s; "
           f"budget {args.budget:g} false alarm/day per detector")
-    print(f"tuning: {n_a} events, {sum(1 for lab in a_labels if not lab.get('optional'))} labelled windows, "
+    print(f"tuning: {n_a} events, {sum(1 for lab in a_labels if not is_optional(lab))} labelled windows, "
           f"{sum(len(s.candidates) for s in result.sweeps)} replays "
           f"in {result.seconds.get('sweep', 0):.0f} s "
           f"on {result.jobs} processes")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from semwatch.broker import EmbeddedBroker, free_port
-from semwatch.models import parse_ts
+from semwatch.models import is_optional, parse_ts
 from semwatch.settings import load_settings
 
 SEV_COLOURS = {"SEV-1": "\033[1;31m", "SEV-2": "\033[33m", "SEV-3": "\033[36m"}
@@ -129,8 +129,8 @@ def run(args) -> int:
 
         start = parse_ts(args.start)
         events, labels = generate(args.seed, start, args.sim_days * 86400)
-        minor = sum(1 for lab in labels if lab.get("optional"))
-        labels = [lab for lab in labels if not lab.get("optional")]
+        minor = sum(1 for lab in labels if is_optional(lab))
+        labels = [lab for lab in labels if not is_optional(lab)]
         print(f"semwatch demo: playing {args.sim_days:g} simulated days at {args.rate:g} events/s; "
               f"{len(labels)} scripted incidents (and {minor} minor provider error bursts):")
         for lab in labels:

@@ -75,7 +75,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from pydantic import ValidationError
 
-from semwatch.models import LabelledWindow, format_ts, parse_ts
+from semwatch.models import LabelledWindow, format_ts, is_optional, parse_ts
 
 DEFAULT_SLACK_BEFORE_S = 120.0
 DEFAULT_SLACK_AFTER_S = 900.0
@@ -223,7 +223,7 @@ def _windows(labels: Iterable[Any]) -> list[Window]:
         extra = lw.model_extra or {}
         start, end = min(lw.start, lw.end), max(lw.start, lw.end)
         out.append(Window(i, lw.kind, start, end, dict(lw.segment), str(extra.get("note", "")),
-                          extra.get("run_id"), extra.get("optional") is True))
+                          extra.get("run_id"), is_optional(extra)))
     return out
 
 

@@ -210,6 +210,16 @@ def dedup_key_for(detector: str, segment: dict[str, str], extra: str = "") -> st
     return f"{detector}/{digest}"
 
 
+def is_optional(label: Any) -> bool:
+    """A labelled window marked ``"optional": true``: a real but minor condition that evaluation
+    neither requires nor counts as a false alarm (see semwatch/evaluate.py).
+
+    >>> is_optional({"kind": "threshold", "optional": True}), is_optional({"kind": "threshold"})
+    (True, False)
+    """
+    return label.get("optional") is True
+
+
 class LabelledWindow(BaseModel):
     """A labelled incident window for generate / evaluate / tune."""
 

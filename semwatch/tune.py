@@ -64,7 +64,7 @@ from semwatch.evaluate import (
     DEFAULT_SLACK_AFTER_S, DEFAULT_SLACK_BEFORE_S, A_FP, EvaluationReport, InputError, Row,
     evaluate, fmt_duration, format_table, load_labels, segments_consistent,
 )
-from semwatch.models import RunEvent, format_ts, parse_ts
+from semwatch.models import RunEvent, format_ts, is_optional, parse_ts
 from semwatch.replay import read_events, replay_events
 from semwatch.tune_spaces import candidates as space_candidates, describe, unknown_params
 
@@ -414,7 +414,7 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
         if unknown:
             raise ValueError(f"no detector or rule named {sorted(unknown)} in {config.directory}")
     sweeps: list[DetectorSweep] = []
-    label_kinds = Counter(lab["kind"] for lab in labels or [] if lab.get("optional") is not True)
+    label_kinds = Counter(lab["kind"] for lab in labels or [] if not is_optional(lab))
     for p in config.detector_params:
         if not p.enabled or (wanted is not None and p.name not in wanted):
             continue
@@ -547,7 +547,7 @@ def _timelines(result: TuneResult, jobs: int, progress: bool) -> None:
     for si, s in enumerate(result.sweeps):
         windows = []
         for lab in result.labels or []:
-            if lab["kind"] != s.kind or lab.get("optional") is True:
+            if lab["kind"] != s.kind or is_optional(lab):
                 continue
             start, end = parse_ts(lab["start"]), parse_ts(lab["end"])
             pad = max(TIMELINE_PAD_S, 0.5 * (end - start))
@@ -828,7 +828,7 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
     L.append(f"- events: `{events_path}` — {result.events} events, {result.rejected} rejected, {span}")
     L.append(f"- config: `{config_dir}`" + (f" → tuned config `{out_config}`" if out_config else
                                             " (no tuned config written)"))
-    n_optional = sum(1 for lab in result.labels or [] if lab.get("optional") is True)
+    n_optional = sum(1 for lab in result.labels or [] if is_optional(lab))
     L.append(f"- labels: {len(result.labels or []) - n_optional} windows"
              + (f" (and {n_optional} optional ones)" if n_optional else "") if result.labelled else
              "- labels: none — alert volumes only" + ("; picked by volume" if result.picked else ""))
