@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from semwatch.config import load_config  # noqa: E402
 from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.models import RunEvent  # noqa: E402
-from semwatch.replay import replay_file  # noqa: E402
+from semwatch.replay import replay_events, replay_file  # noqa: E402
+from semwatch.tune import enrich  # noqa: E402
 
 
 def recording(args) -> Path:
@@ -73,35 +74,31 @@ def main() -> None:
     t = time.perf_counter()
     events = [RunEvent.model_validate_json(line) for line in lines]
     parse = time.perf_counter() - t
-    enricher = config.build_engine()
-    t = time.perf_counter()
-    for ev in events:
-        enricher._enrich(ev)
-    enrich = time.perf_counter() - t
     n = len(events)
+    verdicts = sum(1 for ev in events if ev.refusal is None and ev.response_text)
+    t = time.perf_counter()
+    enrich(events, config)  # what tune does once: refusal verdicts and prices, in place
+    enriched = time.perf_counter() - t
 
-    def engine_alone(names) -> float:
-        engine = config.build_engine()
-        if names is not None:
-            engine.detectors = [d for d in engine.detectors if d.name in names]
-            engine._by_name = {d.name: d for d in engine.detectors}
+    def engine_alone(params) -> float:
+        """The engine over the parsed, enriched events with these detectors (as tune replays)."""
         started = time.perf_counter()
-        for ev in events:
-            engine.process(ev)
+        replay_events(events, config.with_params(params))
         return time.perf_counter() - started
 
-    full = engine_alone(None)
-    bare = engine_alone(())
-    rows = [("parse (pydantic, from JSON)", parse), (f"enrich ({enricher.stats.refusals_classified:,} "
-             "refusal verdicts, prices)", enrich), ("engine, every detector", full),
-            ("engine, no detector (bookkeeping)", bare)]
+    enabled = [p for p in config.detector_params if p.enabled]
+    full = engine_alone(enabled)
+    bare = engine_alone([])
+    rows = [("parse (pydantic, from JSON)", parse),
+            (f"enrich ({verdicts:,} refusal verdicts, prices; with bookkeeping)", enriched),
+            ("engine, every detector", full), ("engine, no detector (bookkeeping)", bare)]
     print(f"\nstages, {n:,} events")
     for name, secs in rows:
-        print(f"  {name:<46} {n / secs:>10,.0f} events/s  {secs / n * 1e6:6.1f} us/event")
+        print(f"  {name:<62} {n / secs:>10,.0f} events/s  {secs / n * 1e6:6.1f} us/event")
     print("\nper detector alone (a tune candidate's replay: parsed and enriched once)")
-    for det in config.build_engine().detectors:
-        secs = engine_alone((det.name,))
-        print(f"  {det.name:<24} {n / secs:>10,.0f} events/s  {max(secs - bare, 0) / n * 1e6:6.1f} us/event "
+    for params in enabled:
+        secs = engine_alone([params])
+        print(f"  {params.name:<24} {n / secs:>10,.0f} events/s  {max(secs - bare, 0) / n * 1e6:6.1f} us/event "
               f"of its own")
 
 
