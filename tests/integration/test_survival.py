@@ -617,6 +617,7 @@ def test_worker_series_and_memory_stay_bounded_under_hostile_cardinality(broker,
     produce(broker.bootstrap, "semwatch.runs", event_records(_hostile(i) for i in range(half)))
     _wait(lambda: _metric(w, "semwatch_events_processed_total") >= len(warm) + half, 110,
           "the first 50k hostile events", w)
+    time.sleep(6)  # settle as before rss_end: changelog and producer buffers of the last batches
     rss_half = _rss_kb(w.proc.pid)
     produce(broker.bootstrap, "semwatch.runs", event_records(_hostile(i) for i in range(half, n)))
     _wait(lambda: _metric(w, "semwatch_events_processed_total") >= len(warm) + n, 110,
