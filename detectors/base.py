@@ -98,6 +98,9 @@ class Context:
         self.changes = changes
         self._emit = emit
         self.late = False  # the current event is later than the allowed lateness
+        # The newest event time seen (during a tick: the watermark plus the allowed lateness), for
+        # detectors that judge a pending breach "now" rather than at the lagging watermark.
+        self.now = -math.inf
         # Results that detectors of the same event share (cleared by the engine before each
         # event): e.g. the wrong-entity scope check, computed once for both wrong-entity detectors.
         self.shared: dict = {}

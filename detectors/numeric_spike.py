@@ -193,6 +193,9 @@ class RunOutlierParams(DetectorParams):
     # (same tool name and arguments): a loop, even one cycling through a few calls.
     max_repeated_calls: Optional[int] = Field(default=None, ge=1)
     # -- repeats relative to the segment (per: run) --
+    # Judged on two measures, each against the same measure of the segment's other recent runs:
+    # a run's exact repeats in all, and its highest stretch of repeats net of new calls (a loop
+    # re-issues the same few calls with little new in between, long before its total stands out).
     adaptive_repeats: bool = False
     min_repeats: int = Field(default=5, ge=1)  # fewest exact repeats that can flag a run ...
     repeats_ratio: float = Field(default=3.0, ge=1)  # ... and this x the 2nd most repetitive other run
@@ -241,6 +244,10 @@ class RunState(SegmentState):
     # max_repeated_calls: crc32 of (tool name, arguments) -> calls so far (<= MAX_CALL_KEYS keys)
     calls: Optional[dict] = None
     repeats: int = 0  # calls that repeated an earlier call of this run exactly
+    # A leaky row of repeats up to the latest call: +1 per repeat, -1 per new call, never below 0
+    # (a CUSUM of "this call is a repeat"): a stray new call in a loop dents it, not resets it ...
+    streak: int = 0
+    max_streak: int = 0  # ... and its highest value so far (a loop: nearly every call repeats)
     top_calls: int = 0  # the most calls of one (name, arguments) ...
     top_tool: Optional[str] = None  # ... and its tool name
 
@@ -268,6 +275,7 @@ class OutlierState(SegmentState):
     runs_seen: float = 0.0
     runs_seen_t: float = 0.0
     top_repeats: Optional[list] = None
+    top_streaks: Optional[list] = None  # the same for the highest rows of repeats (max_streak)
     repeats_basis: Optional[list] = None  # [2nd most repeats of other runs, limit] at the last flag
 
 
@@ -377,7 +385,7 @@ class RunOutlier(Detector):
             if st is not None:
                 self._still_outlying(st, event, run, ts)
             return
-        repeats_before = run.repeats
+        repeats_before, streak_before = run.repeats, run.max_streak
         if self._counts_calls and event.tool_calls:
             self._count_calls(run, event)
         reason = None
@@ -387,8 +395,14 @@ class RunOutlier(Detector):
             reason = "repeats"
         elif p.adaptive_repeats and run.repeats > repeats_before:
             st = st or ctx.state(self, seg, self._new_segment, ts)
-            if st is not None and self._repetitive(st, event.run_id, run.repeats, ts):
-                reason = "repeats_adaptive"
+            if st is not None:
+                if self._repetitive(st, "top_repeats", event.run_id, run.repeats, ts):
+                    reason = "repeats_adaptive"
+                elif run.max_streak > streak_before and \
+                        self._repetitive(st, "top_streaks", event.run_id, run.max_streak, ts):
+                    # Fewer repeats in all than the segment's busiest runs, but little new in
+                    # between: a loop (normal runs re-check a thing or two, then move on).
+                    reason = "streak_adaptive"
         elif p.max_value is not None and run.total > p.max_value:
             reason = "cap"
         elif st is not None and run.has_value and run.total >= st.hi and run.steps >= p.min_steps:
@@ -408,12 +422,13 @@ class RunOutlier(Detector):
             if ring.due(ts, p.refresh_s, p.refresh_min_new):
                 self._refresh(st, ts, ts - p.run_gap_s)
 
-    def _repetitive(self, st: OutlierState, run_id: str, repeats: int, now: float) -> bool:
-        """Judge a run whose repeats just grew; unless flagged, remember it among the segment's
-        three most repetitive recent runs (kept largest first)."""
+    def _repetitive(self, st: OutlierState, memory: str, run_id: str, repeats: int, now: float) -> bool:
+        """Judge a run whose repeats (``memory`` top_repeats) or longest row of repeats
+        (top_streaks) just grew; unless flagged, remember it among the segment's three most
+        repetitive recent runs on that measure (kept largest first)."""
         p = self.params
         me = zlib.crc32(run_id.encode())
-        others = [e for e in st.top_repeats or () if e[1] != me and now - e[2] <= p.repeats_memory_s]
+        others = [e for e in getattr(st, memory) or () if e[1] != me and now - e[2] <= p.repeats_memory_s]
         if repeats >= p.min_repeats and st.runs_seen >= p.repeats_min_runs:
             second = float(others[1][0]) if len(others) > 1 else 0.0
             limit = max(float(p.min_repeats), p.repeats_ratio * second)
@@ -423,7 +438,7 @@ class RunOutlier(Detector):
                 return True
         others.append([repeats, me, now])
         others.sort(key=lambda e: -e[0])
-        st.top_repeats = others[:3]
+        setattr(st, memory, others[:3])
         return False
 
     @staticmethod
@@ -435,11 +450,16 @@ class RunOutlier(Detector):
             key = zlib.crc32(f"{tc.name}\x1f{tc.arguments!r}".encode())
             n = calls.get(key)
             if n is None:
+                if run.streak:
+                    run.streak -= 1
                 if len(calls) >= MAX_CALL_KEYS:
                     continue
                 n = 0
             else:
                 run.repeats += 1
+                run.streak += 1
+                if run.streak > run.max_streak:
+                    run.max_streak = run.streak
             calls[key] = n + 1
             if n + 1 > run.top_calls:
                 run.top_calls = n + 1
@@ -468,9 +488,9 @@ class RunOutlier(Detector):
         if reason == "repeats":
             r = run.repeats / p.max_repeated_calls
             return r, r, float(p.max_repeated_calls), float(p.max_repeated_calls)
-        if reason == "repeats_adaptive":
+        if reason in ("repeats_adaptive", "streak_adaptive"):
             second, limit = st.repeats_basis or (0.0, float(p.min_repeats))
-            r = run.repeats / limit
+            r = (run.repeats if reason == "repeats_adaptive" else run.max_streak) / limit
             return r, r, second, limit
         if reason == "cap":
             return value / p.max_value, value / p.max_value, p.max_value, p.max_value
@@ -567,6 +587,13 @@ class RunOutlier(Detector):
                     f"arguments) in {steps} steps; the segment's 2nd most repetitive recent run "
                     f"repeated {baseline:.0f} (limit: at least {p.min_repeats} and "
                     f"{p.repeats_ratio:g}× that){extra}")
+        if reason == "streak_adaptive":
+            return (f"{where}: run {event.run_id} is looping: a stretch of its tool calls repeated "
+                    f"earlier calls exactly {run.max_streak} times more than it made new ones "
+                    f"({run.top_tool} {run.top_calls}× with the same arguments) in {steps} steps; "
+                    f"the segment's 2nd highest such stretch among other recent runs was "
+                    f"{baseline:.0f} (limit: at least {p.min_repeats} and {p.repeats_ratio:g}× "
+                    f"that){extra}")
         if reason == "cap":
             return f"{where}: run {event.run_id} used {used} (limit {amount(f, p.max_value)})"
         return (f"{where}: run {event.run_id} used {used} "
@@ -620,7 +647,8 @@ class RunawayLoopParams(RunOutlierParams):
 @register
 class RunawayLoop(RunOutlier):
     """A run with more than ``max_steps`` steps, more than ``max_repeated_calls`` exact repeats of
-    its own earlier tool calls, or cumulative ``field`` above ``max_value``.
+    its own earlier tool calls, cumulative ``field`` above ``max_value``, or (``adaptive_repeats``)
+    far more exact repeats than the segment's other recent runs, in all or in a row.
 
     >>> RunawayLoop.Params(name="runaway-loop", type="runaway_loop").max_steps
     50

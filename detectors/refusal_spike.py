@@ -19,6 +19,12 @@ short sub-window before it moves a long one, a spike in a quiet segment only in 
   look more certain than it is);
 - material: ``rate - p0 >= min_increase`` and ``rate >= min_ratio * p0``.
 
+A refusal is also judged the moment it arrives, over the window ending then (a rise can only
+begin with one), and a pending breach on every request and engine tick (``ctx.now``, the newest
+event time): the sustain is ``for_s`` of event time even in a segment that has gone quiet, not
+"until the lagging watermark or the segment's next request comes by". Buckets are learnt, and the
+clear is judged, at bucket boundaries only; the lifecycle never steps back in event time.
+
 A breach held for ``for_s`` triggers (``detectors.lifecycle``); the incident resolves once the rate
 over the whole window stays at or below ``p0 + clear_increase`` for ``clear_for_s`` (hysteresis), or
 when the segment gets no traffic for ``idle_resolve_s`` (e.g. the bad prompt version was rolled
@@ -201,6 +207,7 @@ class RefusalSpikeState(BaselineCounts):
     closed_until: float = -math.inf  # events before this are late
     late: int = 0
     lc: Lifecycle = field(default_factory=Lifecycle)
+    judged_at: float = -math.inf  # event time of the lifecycle's latest step (never goes back)
     breach_start: float = 0.0  # start of the sub-window that first breached
     samples: list = field(default_factory=list)  # [run_id, event_id, excerpt], newest last
     # The last evaluation: [n, k, rate, p0, window_start, at]
@@ -293,6 +300,10 @@ class RefusalSpikeDetector(Detector):
                     st.samples.append([event.run_id, event.event_id,
                                        redact(event.response_text, 120) if event.response_text else ""])
                     del st.samples[:-p.evidence_samples]
+            # A rise can only begin with a refusal: judge it now, not at the bucket's end (and the
+            # next event of a quiet segment); a pending breach is re-judged on every request.
+            if event.refusal or st.lc.status == "pending":
+                self._judge_now(st, ts, ctx)
         st.active = st.lc.active
 
     def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
@@ -304,6 +315,10 @@ class RefusalSpikeDetector(Detector):
         st.closed_until = max(st.closed_until, boundary)
         if boundary > st.evaluated_until > -math.inf:
             self._evaluate_through(st, boundary, max(watermark, st.max_ts), ctx)
+        if st.lc.status == "pending" and ctx.now > st.judged_at:
+            # The sustain is event time: a quiet segment's breach is held (no request has diluted
+            # it) once for_s has passed, not once the lagging watermark has come by.
+            self._judge_now(st, ctx.now, ctx)
         if st.lc.active and watermark - st.max_ts >= p.idle_resolve_s:
             if st.lc.status == "firing":
                 self._emit_resolve(st, max(watermark, st.max_ts), ctx, idle=True,
@@ -354,8 +369,29 @@ class RefusalSpikeDetector(Detector):
                 self._learn_dispersion(st, row, baseline[0])
         rows = [r for r in st.buckets if r[_START] < at]
         verdict = self._judge(st, rows, at, lo, baseline)
+        if at <= st.judged_at:
+            # Already judged at a later moment (on an event): this older window only teaches.
+            if st.lc.active:
+                for r in rows:
+                    r[_TAINTED] = True
+            return
+        self._step(st, verdict, rows, at, max(now, at), ctx)
+
+    def _judge_now(self, st: RefusalSpikeState, now: float, ctx: Context) -> None:
+        """Judge the window that ends at ``now`` (the current bucket so far included) for a breach
+        or its sustain; buckets are learnt and the clear is judged at bucket boundaries only."""
+        if st.lc.status == "firing":
+            return
+        lo = now - self.params.window_s
+        rows = [r for r in st.buckets if r[_START] + self.params.bucket_s > lo]
+        verdict = self._judge(st, rows, now, lo, self._baseline(st, ctx))
+        self._step(st, verdict, rows, now, now, ctx)
+
+    def _step(self, st: RefusalSpikeState, verdict: "_Verdict", rows: list, at: float, now: float,
+              ctx: Context) -> None:
         lc = st.lc
         was = lc.status
+        st.judged_at = at
         action = self.policy.step(lc, at, verdict.breached, verdict.cleared)
         if was == "ok" and lc.status != "ok":
             st.breach_start = verdict.best_start
@@ -366,9 +402,9 @@ class RefusalSpikeDetector(Detector):
                 r[_TAINTED] = True
         st.last_eval = [verdict.n, verdict.k, verdict.rate, verdict.p0, verdict.window_start, at]
         if action == "trigger":
-            self._emit_trigger(st, verdict, max(now, at), ctx)
+            self._emit_trigger(st, verdict, now, ctx)
         elif action == "resolve":
-            self._emit_resolve(st, max(now, at), ctx, idle=False, verdict=verdict)
+            self._emit_resolve(st, now, ctx, idle=False, verdict=verdict)
 
     def _judge(self, st: RefusalSpikeState, rows: list, at: float, lo: float,
                baseline: tuple[float, str, float, float]) -> _Verdict:

@@ -243,6 +243,7 @@ class Engine(StateAccess):
         if late:
             self.stats.late += 1
         self._ctx.late = late
+        self._ctx.now = event.ts if event.ts > clock.max_ts else clock.max_ts
         self.changes.observe(event)
         for detector in self.detectors:
             try:
@@ -278,6 +279,7 @@ class Engine(StateAccess):
             clock.next_tick = watermark + self.options.tick_s
             self._put_raw(ENGINE_KEY, clock)
             self._settle_touched()
+            self._ctx.now = clock.max_ts
             for key in sorted(self._active):
                 st = self.data.get(key)
                 detector = self._by_name.get(key.split("|", 1)[0])

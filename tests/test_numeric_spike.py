@@ -433,6 +433,37 @@ def test_where_runs_normally_repeat_only_many_more_repeats_flag_a_run():
     assert got[0].evidence["worst"]["steps"] == 25  # the 24th repeat: 3 x the 2nd most repetitive
 
 
+def test_a_row_of_repeats_flags_a_loop_where_runs_repeat_a_lot_in_all():
+    """Normal runs re-run their search 8 times, each time after reading something new (stretches
+    of 1: +1 per repeat, -1 per new call); a run that does little but repeat is flagged once its
+    repeats run 5 ahead of its new calls, 17 repeats before the total-repeats limit (3 x 8 = 24)
+    would see it. One stray new call dents that stretch, it does not start it again."""
+    def run(tag: str, t0: float, calls: list[tuple[str, str]]) -> list[dict]:
+        return [{"schema_version": "1", "event_id": f"{tag}-{k}", "run_id": tag, "ts": t0 + k * 2,
+                 "app": "research-agent", "route": "research", "model": "gpt-4o",
+                 "input_tokens": 1000, "output_tokens": 50,
+                 "tool_calls": [{"name": name, "arguments": {"q": arg}}]}
+                for k, (name, arg) in enumerate(calls)]
+
+    normal = []
+    for r in range(300):
+        calls = [("web_search", f"q{r}")]
+        for k in range(8):
+            calls += [("fetch_url", f"u{r}-{k}"), ("web_search", f"q{r}")]
+        normal += run(f"n{r}", START + r * 60, calls)
+    t1 = START + 300 * 60
+    four_in_a_row = run("rechecks", t1, [("fetch_url", "a")] + [("fetch_url", "b")] * 5)
+    loop = run("loop", t1 + 120, [("web_search", "q")] * 4 + [("fetch_url", "x")]
+               + [("web_search", "q")] * 8)
+    assert triggers(replay([runaway(max_repeated_calls=None)], normal + four_in_a_row)[0]) == []
+    got = triggers(replay([runaway(max_repeated_calls=None)], normal + four_in_a_row + loop)[0])
+    assert len(got) == 1 and got[0].evidence["run_ids"] == ["loop"]
+    inc = got[0]
+    assert inc.evidence["reason"] == "streak_adaptive" and "5 times more than it made new" in inc.summary
+    assert inc.evidence["worst"]["steps"] == 8  # 3 repeats, a new call (2), 3 more (min_repeats 5)
+    assert (inc.baseline, inc.threshold) == (1.0, 5.0)  # rows of 1 elsewhere; max(5, 3 x 1)
+
+
 def test_adaptive_repeats_wait_for_enough_runs():
     few = repetitive_runs(START, 20, 0)  # 20 runs that never repeat: too few to know the segment
     loop = repetitive_runs(START + 20 * 60, 1, 12, tag="loop")

@@ -300,3 +300,24 @@ def test_refusals_of_one_conversation_are_not_a_spike_but_of_several_are():
     assert triggers(run(merge(base, quiet_faq, retries(2)))[0]) == []  # min_conversations: 3
     [trig] = triggers(run(merge(base, quiet_faq, retries(3)))[0])
     assert trig.segment["route"] == "faq"
+
+
+def test_quiet_segment_triggers_for_s_after_the_evidence_not_when_the_watermark_comes_by():
+    """Five refusals from five users in 20 s on a route that gets 3 requests a minute, then
+    silence there: the breach is judged at the refusals themselves and held for for_s (30 s) of
+    event time, which the busy route's events carry. (Judged only at bucket ends, as before, this
+    burst went unreported: the route's next request came after it had left the window.)"""
+    base = stream(T0, 4 * HOUR, 1.0, 0.02, seed=21, pv="v12")
+    t = T0 + 3 * HOUR  # a bucket boundary
+    burst = []
+    for i in range(5):
+        e = event(10**6 + i, t + 1 + 5 * i, route="faq", refusal=True)
+        e.conversation_id = f"conv-{i}"
+        burst.append(e)
+    quiet_faq = [e for e in stream(T0, 4 * HOUR, 0.05, 0.0, seed=22, route="faq", id0=5 * 10**5)
+                 if not t - 10 <= e.ts < t + 180]
+    [trig] = triggers(run(merge(base, quiet_faq, burst))[0])
+    first_evidence = t + 16  # the 4th refusal (min_refused)
+    assert first_evidence + 30 <= parse_ts(trig.detected_at) <= t + 21 + 30 + 10
+    assert parse_ts(trig.window_end) == parse_ts(trig.detected_at)
+
