@@ -423,8 +423,8 @@ class RunOutlier(Detector):
                 self._refresh(st, ts, ts - p.run_gap_s)
 
     def _repetitive(self, st: OutlierState, memory: str, run_id: str, repeats: int, now: float) -> bool:
-        """Judge a run whose repeats (``memory`` top_repeats) or longest row of repeats
-        (top_streaks) just grew; unless flagged, remember it among the segment's three most
+        """Judge a run whose repeats (``memory`` top_repeats) or highest leaky row of repeats
+        (top_streaks: max_streak) just grew; unless flagged, remember it among the segment's three most
         repetitive recent runs on that measure (kept largest first)."""
         p = self.params
         me = zlib.crc32(run_id.encode())
@@ -648,7 +648,7 @@ class RunawayLoopParams(RunOutlierParams):
 class RunawayLoop(RunOutlier):
     """A run with more than ``max_steps`` steps, more than ``max_repeated_calls`` exact repeats of
     its own earlier tool calls, cumulative ``field`` above ``max_value``, or (``adaptive_repeats``)
-    far more exact repeats than the segment's other recent runs, in all or in a row.
+    far more exact repeats than the segment's other recent runs, in all or net of new calls.
 
     >>> RunawayLoop.Params(name="runaway-loop", type="runaway_loop").max_steps
     50

@@ -368,13 +368,13 @@ class RefusalSpikeDetector(Detector):
                 self._learn(st, row[_N], row[_K], row[_START] + p.bucket_s, ctx)
                 self._learn_dispersion(st, row, baseline[0])
         rows = [r for r in st.buckets if r[_START] < at]
-        verdict = self._judge(st, rows, at, lo, baseline)
         if at <= st.judged_at:
             # Already judged at a later moment (on an event): this older window only teaches.
             if st.lc.active:
                 for r in rows:
                     r[_TAINTED] = True
             return
+        verdict = self._judge(st, rows, at, lo, baseline)
         self._step(st, verdict, rows, at, max(now, at), ctx)
 
     def _judge_now(self, st: RefusalSpikeState, now: float, ctx: Context) -> None:
