@@ -1,4 +1,4 @@
-"""Throughput and accuracy of the refusal classifier (detectors/refusal_classifier.py).
+"""Throughput and accuracy of the refusal classifier (semwatch/enrich/refusal_patterns.py).
 
     .venv/bin/python bench/bench_refusal.py                      # labelled set, tune + holdout
     .venv/bin/python bench/bench_refusal.py --texts other.jsonl  # any JSONL with text/refusal
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detectors import refusal_classifier as rc  # noqa: E402
+from semwatch.enrich import refusal_patterns as rc  # noqa: E402
 
 DEFAULT_DATA = ROOT / "tests" / "data" / "refusal_texts.jsonl"
 

@@ -222,7 +222,7 @@ class Engine(StateAccess):
     def _enrich(self, event: RunEvent) -> None:
         if event.refusal is None and event.response_text and self.classify_refusals:
             if self._classifier is None:
-                from detectors.refusal_classifier import is_refusal
+                from semwatch.enrich.refusal_patterns import is_refusal
 
                 self._classifier = is_refusal
             event.refusal = self._classifier(event.response_text)

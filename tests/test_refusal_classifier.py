@@ -1,4 +1,4 @@
-"""Tests for detectors/refusal_classifier.py (pure Python refusal classifier)."""
+"""Tests for semwatch/enrich/refusal_patterns.py (pure Python refusal classifier)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detectors import refusal_classifier as rc  # noqa: E402
-from detectors.refusal_classifier import DEFAULT_THRESHOLD, is_refusal, score  # noqa: E402
+from semwatch.enrich import refusal_patterns as rc  # noqa: E402
+from semwatch.enrich.refusal_patterns import DEFAULT_THRESHOLD, is_refusal, score  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "refusal_texts.jsonl"
 
