@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -88,7 +88,7 @@ class EngineMemory:
 
 def _child(n: int) -> None:
     from semwatch.config import load_config
-    from semwatch.models import RunEvent
+    from semwatch.contract import RunEvent
 
     engine = load_config(REPO / "config").build_engine()
     # Warm up (imports, the classifier, price tables) on segments that are then forgotten.

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from semwatch.config import load_config  # noqa: E402
 from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
-from semwatch.models import RunEvent  # noqa: E402
-from semwatch.replay import replay_events, replay_file  # noqa: E402
-from semwatch.tune import enrich  # noqa: E402
+from semwatch.contract import RunEvent  # noqa: E402
+from semwatch.offline.replay import replay_events, replay_file  # noqa: E402
+from semwatch.offline.tune import enrich  # noqa: E402
 
 
 def recording(args) -> Path:
@@ -77,7 +77,7 @@ def main() -> None:
     n = len(events)
     verdicts = sum(1 for ev in events if ev.refusal is None and ev.response_text)
     t = time.perf_counter()
-    enrich(events, config)  # what tune does once: refusal verdicts and prices, in place
+    events = enrich(events, config)  # what tune does once: refusal verdicts and prices
     enriched = time.perf_counter() - t
 
     def engine_alone(params) -> float:

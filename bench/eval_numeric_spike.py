@@ -2,7 +2,7 @@
 
 Generated traffic (``semwatch.generate``) goes through the real engine (prices from
 ``config/prices.yaml`` fill the ~30 % of events without ``cost_usd``) with ONLY the detectors of
-``detectors/numeric_spike.py`` configured: by default the entries of ``config/semwatch.yaml`` whose
+``detectors/run_outlier.py, runaway_loop.py, rate_spike.py`` configured: by default the entries of ``config/semwatch.yaml`` whose
 type is ``run_outlier``, ``runaway_loop`` or ``rate_spike``.
 
 A trigger is a hit when its kind equals the label's kind, its segment agrees with the label's
@@ -32,12 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from detectors.base import REGISTRY, DetectorEnv  # noqa: E402
-from detectors import numeric_spike  # noqa: E402,F401  (registers the types)
-from semwatch.config import PriceTable  # noqa: E402
-from semwatch.engine import Engine, EngineOptions  # noqa: E402
+from semwatch.engine.detector import REGISTRY, DetectorEnv  # noqa: E402
+import detectors.rate_spike, detectors.run_outlier, detectors.runaway_loop  # noqa: E402,F401  (registers the types)
+from semwatch.enrich import Enrichment  # noqa: E402
+from semwatch.enrich.prices import PriceTable, Pricing  # noqa: E402
+from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
 from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
-from semwatch.models import RunEvent, parse_ts  # noqa: E402
+from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 
 SLACK_S = 300.0
 TYPES = ("run_outlier", "runaway_loop", "rate_spike")
@@ -91,7 +92,7 @@ def build(entries: list[dict]):
 
 
 def run_engine(detectors, events: list[RunEvent], table: PriceTable):
-    engine = Engine(detectors, EngineOptions(), prices=table, classify_refusals=False)
+    engine = Engine(detectors, EngineOptions(), enrich=Enrichment([Pricing(table)]))
     incidents = []
     t0 = time.process_time()
     for ev in events:

@@ -12,9 +12,9 @@ COMMANDS = {
     "worker": ("streams.worker", "run a Faust worker (embedded broker when none is configured)"),
     "demo": ("semwatch.demo", "embedded broker + worker + scripted traffic, incidents shown live"),
     "generate": ("semwatch.generate", "synthetic labelled traffic to JSON Lines or Kafka"),
-    "replay": ("semwatch.replay", "recorded events through the same engine, offline"),
-    "evaluate": ("semwatch.evaluate", "incidents vs labelled windows: precision, recall, time to detect"),
-    "tune": ("semwatch.tune", "threshold sweep under a false-alarm budget"),
+    "replay": ("semwatch.offline.replay", "recorded events through the same engine, offline"),
+    "evaluate": ("semwatch.offline.evaluate", "incidents vs labelled windows: precision, recall, time to detect"),
+    "tune": ("semwatch.offline.tune", "threshold sweep under a false-alarm budget"),
     "page": ("sinks.pager", "incidents topic -> Alertmanager / PagerDuty"),
     "check-config": ("semwatch.check_config", "validate the config directory and exit"),
 }

@@ -13,7 +13,6 @@ A bad file fails at start-up with the file, the line and the field::
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -23,9 +22,16 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detectors.base import REGISTRY, Detector, DetectorEnv, DetectorParams
-from semwatch.engine import Engine, EngineOptions
-from semwatch.models import RunEvent
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine.detector import REGISTRY, Detector, DetectorEnv, DetectorParams
+from semwatch.engine.tools import ToolMap
+from semwatch.enrich import Enrichment
+from semwatch.enrich.prices import PriceTable, Pricing
+from semwatch.enrich.refusal import RefusalVerdict
+
+#: Packages whose modules register detector and rule types (``@register``). They are imported by
+#: name, as plugins: the core never imports a detector module itself.
+DETECTOR_PACKAGES = ("detectors", "rules")
 
 
 class ConfigError(ValueError):
@@ -82,43 +88,6 @@ def _raise_validation(path: Path, lines: dict, base: tuple, label: str, exc: Val
     raise ConfigError("\n".join(msgs))
 
 
-# -- prices -------------------------------------------------------------------------------------
-class ModelPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-
-
-class PriceTable(BaseModel):
-    """USD per million tokens by model name; keys may be globs (``gpt-4o-mini*``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    models: dict[str, ModelPrice] = Field(default_factory=dict)
-    default: Optional[ModelPrice] = None
-
-    def price_for(self, model: str) -> Optional[ModelPrice]:
-        price = self.models.get(model)
-        if price is not None:
-            return price
-        # Longest matching glob wins, so that "gpt-4o-mini*" beats "gpt-4o*".
-        best = None
-        for pattern, p in self.models.items():
-            if fnmatch.fnmatchcase(model, pattern) and (best is None or len(pattern) > len(best[0])):
-                best = (pattern, p)
-        return best[1] if best else self.default
-
-    def cost(self, event: RunEvent) -> Optional[float]:
-        if event.input_tokens is None and event.output_tokens is None:
-            return None
-        price = self.price_for(event.model)
-        if price is None:
-            return None
-        return ((event.input_tokens or 0) * price.input_per_mtok
-                + (event.output_tokens or 0) * price.output_per_mtok) / 1e6
-
-
 # -- the whole directory ------------------------------------------------------------------------
 class EngineSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -159,16 +128,24 @@ class SemwatchConfig:
             sweep_s=self.engine.sweep_s,
             change_lookback_s=self.engine.change_lookback_s,
         )
-        return Engine(self.build_detectors(), opts, data=data, prices=self.env.prices,
-                      classify_refusals=self.engine.classify_refusals)
+        return Engine(self.build_detectors(), opts, data=data, enrich=self.build_enrichment())
+
+    def build_enrichment(self) -> Enrichment:
+        """The enrichment steps this config asks for: refusal verdicts, then prices."""
+        steps: list = []
+        if self.engine.classify_refusals:
+            steps.append(RefusalVerdict())
+        if self.env.prices is not None:
+            steps.append(Pricing(self.env.prices))
+        return Enrichment(steps)
 
     def with_params(self, params: list[DetectorParams]) -> "SemwatchConfig":
         return SemwatchConfig(self.directory, self.engine, params, self.env)
 
 
-def import_all_detectors() -> None:
-    """Import every module of detectors/ and rules/ so that their @register runs."""
-    for pkg_name in ("detectors", "rules"):
+def import_all_detectors(packages: tuple[str, ...] = DETECTOR_PACKAGES) -> None:
+    """Import every module of the detector packages so that their ``@register`` runs."""
+    for pkg_name in packages:
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             importlib.import_module(f"{pkg_name}.{mod.name}")
@@ -232,8 +209,6 @@ def load_config(directory: str | Path) -> SemwatchConfig:
         except ValidationError as exc:
             _raise_validation(prices_path, plines, (), "", exc)
     tools_path = directory / "tools.yaml"
-    from detectors.entities import ToolMap
-
     if tools_path.exists():
         tdata, tlines = _load_yaml_with_lines(tools_path)
         try:

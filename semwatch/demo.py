@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from semwatch.broker import EmbeddedBroker, free_port
-from semwatch.models import is_optional, parse_ts
+from semwatch.contract import is_optional, parse_ts
 from semwatch.settings import load_settings
 
 SEV_COLOURS = {"SEV-1": "\033[1;31m", "SEV-2": "\033[33m", "SEV-3": "\033[36m"}

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
-from semwatch.models import Incident, format_ts, parse_ts
+from semwatch.contract import Incident, format_ts, parse_ts
 from sinks.pagerduty import SEVERITY, truncate
 
 if TYPE_CHECKING:  # pragma: no cover

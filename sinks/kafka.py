@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from semwatch.models import Incident
+from semwatch.contract import Incident
 
 
 def incident_record(incident: Incident) -> bytes:

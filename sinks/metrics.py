@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 disable_created_metrics()  # the *_created series only add noise to dashboards
 
-from semwatch.models import Incident
+from semwatch.contract import Incident
 
 DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized")
 

@@ -49,7 +49,7 @@ from typing import Any, Hashable, Iterable, Optional, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 from pydantic import ValidationError
 
-from semwatch.models import Incident, describe_validation_error, parse_ts
+from semwatch.contract import Incident, describe_validation_error, parse_ts
 from semwatch.settings import SettingsError, load_settings
 from sinks.alertmanager import DEFAULT_SEGMENT_LABELS, AlertmanagerTarget, check_segment_labels
 from sinks.pagerduty import DEFAULT_URL as PAGERDUTY_DEFAULT_URL

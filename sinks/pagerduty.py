@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from semwatch.models import Incident
+from semwatch.contract import Incident
 
 if TYPE_CHECKING:  # pragma: no cover
     from sinks.pager import Delivery, HttpSender

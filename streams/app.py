@@ -7,7 +7,7 @@ contract) and either dead-letters it (original bytes, ``semwatch.reason`` header
 reason) or forwards it to the internal keyed topic, keyed by the partition labels (``app`` by
 default). That repartition puts every segment of one app in one partition, so its detector state
 lives in exactly one worker. The events of one batch that share a key and an input partition travel
-packed in one record (:mod:`semwatch.hop`): Faust's cost is per record.
+packed in one record (:mod:`streams.hop`): Faust's cost is per record.
 
 ``detect`` reads the keyed topic in batches, runs one :class:`semwatch.engine.Engine` per partition
 and sends incidents to ``semwatch.incidents`` keyed by ``dedup_key``. Engine state lives in a Faust
@@ -31,12 +31,12 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from semwatch.config import SemwatchConfig
-from semwatch import hop
-from semwatch.engine import Engine
-from semwatch.models import Incident, RunEvent
-from semwatch.reorder import ReorderBuffer
+from streams import hop
+from semwatch.engine.core import Engine
+from semwatch.contract import Incident, RunEvent
+from streams.reorder import ReorderBuffer
 from semwatch.settings import Settings
-from semwatch.validation import validate_record
+from semwatch.ingest.validation import validate_record
 from sinks.kafka import incident_record
 from sinks.metrics import WorkerMetrics
 from streams import state_codec
@@ -217,7 +217,7 @@ class SemwatchApp:
         async for events in stream.take_events(self.settings.batch_max, self.settings.batch_within_s):
             m = self.metrics
             # Valid events of this batch by (partition key, input partition), in arrival order:
-            # each group travels as few packed records (semwatch/hop.py).
+            # each group travels as few packed records (streams/hop.py).
             groups: dict[tuple[bytes, int], list[bytes]] = defaultdict(list)
             sources: dict[int, float] = {}  # input partition -> its event-time high mark
             for ev in events:
@@ -264,7 +264,7 @@ class SemwatchApp:
 
     # -- OpenTelemetry input ---------------------------------------------------------------------
     async def _otlp(self, stream) -> None:
-        from semwatch import otel
+        from semwatch.ingest import otlp as otel
 
         limit = self.settings.max_record_bytes
         async for ev in stream.events():

@@ -16,7 +16,7 @@ _ALLOWED_MODULE_PREFIXES = ("detectors.", "rules.", "semwatch.", "collections", 
 _ALLOWED_BUILTINS = {"set", "frozenset", "dict", "list", "tuple", "float", "int", "complex", "bytes",
                      "bytearray", "str", "slice", "range", "bool", "object", "getattr"}
 # Plain-data reconstructors: copyreg for slotted/old-style objects, array for the sample rings of
-# detectors/robust_baseline.py and detectors/numeric_spike.py.
+# semwatch/engine/baselines.py and detectors/run_outlier.py, runaway_loop.py, rate_spike.py.
 _ALLOWED_GLOBALS = {("copyreg", "_reconstructor"), ("array", "array"), ("array", "_array_reconstructor")}
 
 

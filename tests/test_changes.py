@@ -1,7 +1,7 @@
 """What changed recently: the suspected_changes of an incident."""
 
-from detectors.changes import WARMUP_S, ChangeTracker
-from semwatch.models import RunEvent
+from semwatch.engine.changes import WARMUP_S, ChangeTracker
+from semwatch.contract import RunEvent
 
 
 def _ev(ts, **kw):

@@ -568,14 +568,14 @@ def test_dockerfile_base_is_pinned_and_user_is_not_root():
 def test_dockerfile_copies_every_package():
     """A package added to pyproject.toml but not copied into the image would be missing there."""
     project = pyproject()
-    packages = project["tool"]["setuptools"]["packages"]
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
     copied = set()
     for kw, rest in _dockerfile_instructions():
         if kw == "COPY" and "--from" not in rest:
             words = rest.split()
             copied.update(w.strip("/").removeprefix("./") for w in words[:-1] if not w.startswith("--"))
     for package in packages:
-        top = package.split(".")[0]
+        top = package.split(".")[0].rstrip("*")
         assert top in copied, f"Dockerfile does not COPY package {top!r} (pyproject.toml packages)"
         assert (ROOT / top).is_dir()
     readme = project["project"].get("readme")

@@ -30,10 +30,13 @@ from typing import Any
 import pytest
 import yaml
 
-from detectors.base import REGISTRY, Detector, DetectorEnv, DetectorParams, SegmentState
+from semwatch.engine.detector import REGISTRY, Detector, DetectorEnv, DetectorParams, SegmentState
 from semwatch.config import import_all_detectors
-from semwatch.engine import Engine, EngineOptions
-from semwatch.models import KINDS, Incident, RunEvent, parse_ts
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.enrich import Enrichment
+from semwatch.enrich.prices import Pricing
+from semwatch.enrich.refusal import RefusalVerdict
+from semwatch.contract import KIND_PATTERN, Incident, RunEvent, parse_ts
 
 import_all_detectors()
 
@@ -46,8 +49,8 @@ TYPES = sorted(REGISTRY)
 @lru_cache(maxsize=1)
 def env() -> DetectorEnv:
     """The repo's tool map and prices (defaults if a file is missing), and a runbook base URL."""
-    from detectors.entities import ToolMap
-    from semwatch.config import PriceTable
+    from semwatch.engine.tools import ToolMap
+    from semwatch.enrich.prices import PriceTable
 
     tools, prices = ToolMap(), None
     if (REPO / "config" / "tools.yaml").exists():
@@ -73,8 +76,8 @@ def streams(cls: type[Detector]) -> tuple[list[RunEvent], list[RunEvent]]:
 
 
 def new_engine(cls: type[Detector], data: dict | None = None) -> Engine:
-    prices = env().prices
-    return Engine([cls(params_for(cls), env())], EngineOptions(), data=data, prices=prices)
+    steps = [RefusalVerdict(), Pricing(env().prices)]
+    return Engine([cls(params_for(cls), env())], EngineOptions(), data=data, enrich=Enrichment(steps))
 
 
 def copies(events: list[RunEvent]) -> list[RunEvent]:
@@ -106,7 +109,7 @@ def cls(request) -> type[Detector]:
 def test_registry_is_discovered():
     assert {"threshold", "wrong_entity_action", "wrong_entity_rate"} <= set(REGISTRY)
     for name, c in REGISTRY.items():
-        assert c.type_name == name and c.kind in KINDS
+        assert c.type_name == name and re.fullmatch(KIND_PATTERN, c.kind)
 
 
 def test_params_validate(cls):

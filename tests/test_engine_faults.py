@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import math
 
-from detectors.base import Detector, DetectorEnv, DetectorParams
-from detectors.robust_baseline import SampleRing
-from detectors.wrong_entity import WrongEntityAction, WrongEntityParams
-from semwatch.engine import Engine
-from semwatch.models import RunEvent
+from semwatch.engine.detector import Detector, DetectorEnv, DetectorParams
+from semwatch.engine.baselines import SampleRing
+from detectors.wrong_entity_action import WrongEntityAction, WrongEntityParams
+from semwatch.engine.core import Engine
+from semwatch.contract import RunEvent
 
 T0 = 1_767_600_000.0
 
@@ -39,7 +39,7 @@ def test_a_failing_detector_skips_its_event_and_the_others_go_on(caplog):
     env = DetectorEnv()
     boom = Exploding(DetectorParams(name="boom", type="exploding-test"), env)
     wrong = WrongEntityAction(WrongEntityParams(name="wrong-entity-action"), env)
-    engine = Engine([boom, wrong], classify_refusals=False)
+    engine = Engine([boom, wrong])
     incidents = []
     with caplog.at_level(logging.ERROR, logger="semwatch.engine"):
         for i in range(40):

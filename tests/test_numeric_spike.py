@@ -1,4 +1,4 @@
-"""Token and cost spike detectors (detectors/numeric_spike.py) on synthetic diurnal traffic.
+"""Token and cost spike detectors (detectors/run_outlier.py, runaway_loop.py, rate_spike.py) on synthetic diurnal traffic.
 
 The traffic here is small and self-contained (no semwatch.generate): two apps whose load swings
 ~7x between night and day, single-call chat runs on two routes and multi-step agent runs with
@@ -15,12 +15,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from detectors.base import DetectorEnv
-from detectors.numeric_spike import RateSpike, RunawayLoop, RunOutlier, segment_getter
-from detectors.robust_baseline import DailyBaseline, SampleRing
-from semwatch.config import PriceTable
-from semwatch.engine import Engine, EngineOptions
-from semwatch.models import RunEvent, parse_ts
+from semwatch.engine.detector import DetectorEnv
+from detectors.rate_spike import RateSpike
+from detectors.run_outlier import RunOutlier
+from detectors.runaway_loop import RunawayLoop
+from semwatch.engine.fields import segment_getter
+from semwatch.engine.baselines import DailyBaseline, SampleRing
+from semwatch.enrich import Enrichment
+from semwatch.enrich.prices import PriceTable, Pricing
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.contract import RunEvent, parse_ts
 
 START = parse_ts("2026-01-05T00:00:00Z")  # a Monday
 HOUR = 3600.0
@@ -149,7 +153,7 @@ def all_detectors():
 
 
 def replay(detectors, events: list[dict], engine: Engine | None = None, close: bool = True):
-    engine = engine or Engine(detectors, EngineOptions(), prices=PRICES, classify_refusals=False)
+    engine = engine or Engine(detectors, EngineOptions(), enrich=Enrichment([Pricing(PRICES)]))
     incidents = []
     for raw in events:
         incidents.extend(engine.process(RunEvent.model_validate(raw)))
@@ -182,7 +186,7 @@ def test_flat_traffic_with_the_shipped_config_raises_nothing(two_flat_days):
     import yaml
 
     entries = yaml.safe_load((Path(__file__).parent.parent / "config" / "semwatch.yaml").read_text())
-    from detectors.base import REGISTRY
+    from semwatch.engine.detector import REGISTRY
 
     mine = [e for e in entries["detectors"] if e["type"] in ("run_outlier", "runaway_loop", "rate_spike")]
     assert {e["name"] for e in mine} >= {"run-tokens", "runaway-loop", "token-burn", "cost-per-route",
@@ -231,7 +235,7 @@ def test_flagged_runs_are_not_learned():
 def test_per_run_state_is_bounded_and_expires():
     det = run_tokens(max_segments=300, idle_ttl_s=600)
     events = traffic(4, START + 12 * HOUR, 2 * HOUR, chat_rate=1.0)
-    engine = Engine([det], EngineOptions(sweep_s=60), prices=PRICES, classify_refusals=False)
+    engine = Engine([det], EngineOptions(sweep_s=60), enrich=Enrichment([Pricing(PRICES)]))
     peak = 0
     for raw in events:
         engine.process(RunEvent.model_validate(raw))
@@ -270,7 +274,7 @@ def test_model_switch_triggers_cost_spike_within_two_minutes_and_resolves():
 def test_cost_is_priced_from_the_table_when_events_carry_none():
     events = traffic(6, START + 12 * HOUR, 600)
     _, engine = replay([cost_per_route()], events, close=False)
-    assert engine.stats.costs_priced == len(events)
+    assert engine.enrich.filled["price"] == len(events)
 
 
 def test_baseline_is_not_learned_while_firing():
@@ -348,7 +352,7 @@ def test_state_pickles_mid_stream_and_continues_identically():
     half = len(events) // 2
     first, engine = replay(all_detectors(), events[:half], close=False)
     data = pickle.loads(pickle.dumps(dict(engine.data)))
-    resumed = Engine(all_detectors(), EngineOptions(), data=data, prices=PRICES, classify_refusals=False)
+    resumed = Engine(all_detectors(), EngineOptions(), data=data, enrich=Enrichment([Pricing(PRICES)]))
     rest, _ = replay(None, events[half:], engine=resumed)
     assert [i.to_dict() for i in first + rest] == [i.to_dict() for i in straight]
     assert len(triggers(straight)) >= 2
@@ -390,7 +394,7 @@ def test_unit_test_hooks(cls):
     head, _ = replay([det], normal, close=False)
     assert head == []
     engine = Engine([cls(cls.Params.model_validate(cls._unit_test_params()), DetectorEnv())],
-                    EngineOptions(), prices=PRICES, classify_refusals=False)
+                    EngineOptions(), enrich=Enrichment([Pricing(PRICES)]))
     incidents, _ = replay(None, normal + anomalous, engine=engine)
     assert len(triggers(incidents)) == 1
 

@@ -1,4 +1,4 @@
-"""OTLP/JSON trace exports -> normalized run events (semwatch.otel)."""
+"""OTLP/JSON trace exports -> normalized run events (semwatch.ingest.otlp)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from semwatch.otel import MAX_TEXT_BYTES, decode_export, spans_to_events
+from semwatch.ingest.otlp import MAX_TEXT_BYTES, decode_export, spans_to_events
 
 DATA = Path(__file__).parent / "data" / "otlp_genai_export.json"
 
@@ -247,7 +247,7 @@ def check_event(event: dict) -> None:
 def validate(event: dict) -> None:
     check_event(event)
     try:
-        from semwatch.models import RunEvent
+        from semwatch.contract import RunEvent
     except ImportError:  # the shared model is optional for this unit
         return
     RunEvent.model_validate(event)

@@ -11,11 +11,10 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 
 import pytest
 
-from semwatch.models import Incident, format_ts
+from semwatch.contract import Incident, format_ts
 from semwatch.settings import SettingsError
 from sinks import pager as pager_mod
 from sinks.alertmanager import AlertmanagerTarget

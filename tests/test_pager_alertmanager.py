@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from semwatch.broker import free_port
-from semwatch.models import Incident, format_ts, parse_ts
+from semwatch.contract import Incident, format_ts, parse_ts
 from sinks.alertmanager import AlertmanagerTarget
 from sinks.pager import HttpSender, Pager, PagerMetrics, RetryPolicy
 

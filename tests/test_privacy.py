@@ -20,9 +20,9 @@ from prometheus_client import generate_latest
 
 from semwatch.config import load_config
 from semwatch.generate import generate
-from semwatch.models import RunEvent
-from semwatch.redact import redact
-from semwatch.validation import validate_record
+from semwatch.contract import RunEvent
+from semwatch.contract.redact import redact
+from semwatch.ingest.validation import validate_record
 from sinks.kafka import incident_record
 from sinks.metrics import WorkerMetrics
 

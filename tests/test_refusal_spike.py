@@ -1,4 +1,4 @@
-"""The false-refusal spike detector (detectors/refusal_spike.py) on constructed event streams."""
+"""The false-refusal spike detector (detectors/false_refusal_spike.py) on constructed event streams."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from detectors.base import DetectorEnv
-from detectors.refusal_spike import (
+from semwatch.engine.detector import DetectorEnv
+from detectors.false_refusal_spike import (
     RefusalSpikeDetector,
     RefusalSpikeParams,
     RefusalSpikeState,
     binom_logsf,
 )
-from semwatch.engine import Engine, EngineOptions
-from semwatch.models import RunEvent, parse_ts
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.contract import RunEvent, parse_ts
 
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 HOUR = 3600.0
@@ -32,7 +32,7 @@ def make_detector(**overrides) -> RefusalSpikeDetector:
 
 
 def make_engine(detector=None, data=None) -> Engine:
-    return Engine([detector or make_detector()], EngineOptions(), data=data, classify_refusals=False)
+    return Engine([detector or make_detector()], EngineOptions(), data=data)
 
 
 def event(i: int, ts: float, *, pv: str = "v12", refusal=False, flagged=None, route: str = "billing",

@@ -9,10 +9,10 @@ import pytest
 from faust.types import Message
 from pydantic import ValidationError
 
-from semwatch import hop
+from streams import hop
 from semwatch.config import load_config
 from semwatch.generate import generate
-from semwatch.models import RunEvent
+from semwatch.contract import RunEvent
 from semwatch.settings import Settings
 from streams import state_codec
 from streams.app import SemwatchApp

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detectors.base import REGISTRY
-from semwatch import tune as tn
+from semwatch.engine.detector import REGISTRY
+from semwatch.offline import tune as tn
 from semwatch.config import import_all_detectors, load_config
-from semwatch.evaluate import Row, evaluate
+from semwatch.offline.evaluate import Row, evaluate
 from semwatch.generate import generate
-from semwatch.models import RunEvent
-from semwatch.replay import replay_events
-from semwatch.tune_spaces import candidates, describe, resolve_space, unknown_params
+from semwatch.contract import RunEvent
+from semwatch.offline.replay import replay_events
+from semwatch.engine.tuning import candidates, describe, resolve_space, unknown_params
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -54,7 +54,7 @@ def only(config, names):
 # -- sweep spaces ------------------------------------------------------------------------------------
 def test_every_configured_detector_has_a_valid_sweep_space(config):
     for p in config.detector_params:
-        assert unknown_params(p) == [], f"{p.name}: tune_spaces names knobs {p.type} does not have"
+        assert unknown_params(p) == [], f"{p.name}: its tuning_space names knobs {p.type} does not have"
         space = resolve_space(p)
         assert space, f"{p.name}: no sweep space for type {p.type}"
         cands = candidates(p)
@@ -85,8 +85,7 @@ def test_pre_enriched_events_replay_identically(data, config):
     _, raw, _ = data
     cfg = only(config, {"false-refusal-spike", "cost-per-route"})
     fresh = replay_events(parsed(raw), cfg)
-    events = parsed(raw)
-    tn.enrich(events, config)
+    events = tn.enrich(parsed(raw), config)
     assert sum(e.refusal is not None for e in events) > sum(r.get("refusal") is not None for r in raw)
     assert sum(e.cost_usd is not None for e in events) > sum(r.get("cost_usd") is not None for r in raw)
     shared = replay_events(events, cfg)
@@ -98,8 +97,7 @@ def test_pre_enriched_events_replay_identically(data, config):
 
 def test_detectors_are_independent_so_single_runs_add_up(data, config):
     _, raw, _ = data
-    events = parsed(raw)
-    tn.enrich(events, config)
+    events = tn.enrich(parsed(raw), config)
 
     def key(i):
         return (i.detector, i.event_action, i.detected_at, tuple(sorted(i.segment.items())))

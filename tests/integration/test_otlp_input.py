@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from semwatch import otel
+from semwatch.ingest import otlp as otel
 from semwatch.broker import EmbeddedBroker
 from tests.support import REPO, WorkerProcess, consume, produce
 

@@ -32,9 +32,9 @@ import yaml
 
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
-from semwatch.engine import Engine, EngineOptions
-from semwatch.hop import unpack
-from semwatch.models import RunEvent
+from semwatch.engine.core import Engine
+from streams.hop import unpack
+from semwatch.contract import RunEvent
 from tests.support import REPO, WorkerProcess, consume, event_records, produce
 
 pytestmark = pytest.mark.integration

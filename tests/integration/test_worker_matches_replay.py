@@ -11,7 +11,7 @@ import pytest
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
 from semwatch.generate import generate
-from semwatch.models import RunEvent
+from semwatch.contract import RunEvent
 from tests.support import REPO, WorkerProcess, consume, event_records, produce
 
 pytestmark = pytest.mark.integration

@@ -95,8 +95,6 @@ Operational note
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import re
@@ -104,11 +102,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
+from semwatch.ingest.otlp_json import REQUEST_MODEL_KEY, RESPONSE_MODEL_KEY, Span, decode_export, json_type, read_spans, to_int
+
 __all__ = ["decode_export", "spans_to_events", "MAX_TEXT_BYTES"]
 
 SCHEMA_VERSION = "1"
 MAX_TEXT_BYTES = 4096
-MAX_LABEL_CHARS = 256  # ids and labels (model, route, tool name, ...), as in semwatch.models
+MAX_LABEL_CHARS = 256  # ids and labels (model, route, tool name, ...), as in semwatch.contract
 MAX_TOKENS = 10**9
 MAX_LATENCY_S = 1e6
 _LABEL_FIELDS = ("app", "model", "route", "provider", "prompt_version", "tenant", "conversation_id",
@@ -117,9 +117,7 @@ _LABEL_FIELDS = ("app", "model", "route", "provider", "prompt_version", "tenant"
 MODEL_CALL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 _NOT_MODEL_CALL_OPERATIONS = frozenset({"execute_tool", "embeddings", "create_agent", "invoke_agent"})
 
-_REQUEST_MODEL = "gen_ai.request.model"
-_RESPONSE_MODEL = "gen_ai.response.model"
-_OPERATION = "gen_ai.operation.name"
+
 _INPUT_MESSAGES = "gen_ai.input.messages"
 _OUTPUT_MESSAGES = "gen_ai.output.messages"
 _SUBJECT_PREFIX = "semwatch.subject."
@@ -138,299 +136,14 @@ _INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
 _OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 
 _STATUS_ERROR = 2
-_HEX = re.compile(r"^[0-9a-f]+$")
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_export(raw: bytes) -> dict:
-    """One Kafka record value -> an OTLP/JSON ``ExportTraceServiceRequest`` dict.
-
-    Raises ``ValueError`` naming the problem for empty, non-UTF-8, non-JSON or non-trace payloads
-    (including OTLP logs/metrics exports and the ``otlp_proto`` encoding sent to the wrong topic).
-    """
-    if isinstance(raw, str):
-        text = raw
-    else:
-        if not isinstance(raw, (bytes, bytearray, memoryview)):
-            raise ValueError(f"payload must be bytes, not {type(raw).__name__}")
-        data = bytes(raw)
-        if not data.strip():
-            raise ValueError("empty payload (tombstone or empty record), expected an OTLP/JSON trace export")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(
-                f"payload is not UTF-8 text (byte {exc.start}); is the exporter using "
-                "encoding otlp_proto instead of otlp_json?"
-            ) from None
-    if not text.strip():
-        raise ValueError("empty payload (tombstone or empty record), expected an OTLP/JSON trace export")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("payload is not usable JSON: nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"not an OTLP trace export: top-level JSON is {_json_type(doc)}, expected an object")
-    spans = _get(doc, "resourceSpans")
-    if spans is None:
-        for other, what in (("resourceLogs", "logs"), ("resourceMetrics", "metrics"), ("resourceProfiles", "profiles")):
-            if _get(doc, other) is not None:
-                raise ValueError(f"not an OTLP trace export: it is an OTLP {what} export ({other})")
-        keys = ", ".join(sorted(str(k) for k in doc)[:5]) or "none"
-        raise ValueError(f"not an OTLP trace export: no resourceSpans field (top-level keys: {keys})")
-    if not isinstance(spans, list):
-        raise ValueError(f"not an OTLP trace export: resourceSpans is {_json_type(spans)}, expected an array")
-    return doc
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _get(obj: Any, camel: str) -> Any:
-    """Field by its lowerCamelCase OTLP/JSON name, or the snake_case name protobuf also allows."""
-    if not isinstance(obj, dict):
-        return None
-    value = obj.get(camel)
-    if value is None:
-        value = obj.get(_CAMEL.sub("_", camel).lower())
-    return value
-
-
-def _any_value(value: Any, depth: int = 0) -> Any:
-    """OTLP ``AnyValue`` -> plain Python value (None when empty or unreadable)."""
-    if not isinstance(value, dict) or depth > 32:
-        return None
-    for key in ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue"):
-        raw = _get(value, key)
-        if raw is None:
-            continue
-        if key == "stringValue":
-            return raw if isinstance(raw, str) else None
-        if key == "boolValue":
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and raw.lower() in ("true", "false"):
-                return raw.lower() == "true"
-            return None
-        if key == "intValue":
-            number = _to_int(raw)
-            return number if number is not None and -(2**63) <= number < 2**63 else None
-        if key == "doubleValue":
-            if isinstance(raw, bool):
-                return None
-            try:
-                number = float(raw)
-            except (TypeError, ValueError, OverflowError):
-                return None
-            return number if math.isfinite(number) else None  # events must stay JSON-compliant
-        if key == "arrayValue":
-            items = _get(raw, "values") or []
-            if not isinstance(items, list):
-                return None
-            return [_any_value(item, depth + 1) for item in items]
-        if key == "kvlistValue":
-            return _attributes(_get(raw, "values"), depth + 1)
-        if key == "bytesValue":
-            return raw if isinstance(raw, str) else None
-    return None
-
-
-def _attributes(items: Any, depth: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if not isinstance(items, list):
-        return out
-    for item in items:
-        key = item.get("key") if isinstance(item, dict) else None
-        if isinstance(key, str) and key:
-            out[key] = _any_value(item.get("value"), depth)
-    return out
-
-
-def _to_int(raw: Any) -> Optional[int]:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float):
-        return int(raw) if math.isfinite(raw) and raw.is_integer() else None
-    if isinstance(raw, str):
-        text = raw.strip()
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                return None
-            return int(number) if math.isfinite(number) and number.is_integer() else None
-    return None
-
-
-def _norm_id(raw: Any, nbytes: int) -> Optional[str]:
-    """Hex id of ``nbytes`` bytes (lower case), accepting base64 too; None when unusable or all zero."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    text = raw.strip().lower()
-    if len(text) != nbytes * 2 or not _HEX.match(text):
-        try:
-            decoded = base64.b64decode(raw.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        if len(decoded) != nbytes:
-            return None
-        text = decoded.hex()
-    if set(text) == {"0"}:
-        return None
-    return text
-
-
-# --------------------------------------------------------------------------- span model
-
-
-@dataclass
-class _Span:
-    trace_id: str
-    span_id: str
-    parent_id: Optional[str]
-    name: str
-    start: Optional[int]
-    end: Optional[int]
-    attrs: dict[str, Any]
-    resource: dict[str, Any]
-    status_code: Optional[int]
-    events: list[dict[str, Any]]
-    order: int
-    op: str = ""
-    children: list["_Span"] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return f"{self.trace_id}:{self.span_id}"
-
-    def model(self) -> Optional[str]:
-        for k in (_RESPONSE_MODEL, _REQUEST_MODEL):
-            v = self.attrs.get(k)
-            if isinstance(v, str) and v.strip():
-                return v.strip()
-        return None
-
-
-def _status_code(status: Any) -> Optional[int]:
-    code = _get(status, "code")
-    if code is None:
-        return None
-    if isinstance(code, str):
-        named = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
-        if code.upper() in named:
-            return named[code.upper()]
-    return _to_int(code)
-
-
-def _iter_spans(export: dict, rejected: list[tuple[str, str]]) -> Iterable[tuple[str, dict, dict]]:
-    """(json path, resource attributes, raw span) for every span object in the export."""
-    resource_spans = _get(export, "resourceSpans")
-    if not isinstance(resource_spans, list):
-        rejected.append(("resourceSpans", "missing or not an array"))
-        return
-    for ri, rs in enumerate(resource_spans):
-        path = f"resourceSpans[{ri}]"
-        if not isinstance(rs, dict):
-            rejected.append((path, "not an object"))
-            continue
-        resource = _attributes(_get(_get(rs, "resource"), "attributes"))
-        scope_spans = _get(rs, "scopeSpans")
-        if scope_spans is None:
-            scope_spans = _get(rs, "instrumentationLibrarySpans")  # pre-1.0 OTLP
-        if scope_spans is None:
-            continue
-        if not isinstance(scope_spans, list):
-            rejected.append((f"{path}.scopeSpans", "not an array"))
-            continue
-        for si, ss in enumerate(scope_spans):
-            spath = f"{path}.scopeSpans[{si}]"
-            spans = _get(ss, "spans") if isinstance(ss, dict) else None
-            if not isinstance(ss, dict) or (spans is not None and not isinstance(spans, list)):
-                rejected.append((spath, "not an object with a spans array"))
-                continue
-            for pi, span in enumerate(spans or []):
-                yield f"{spath}.spans[{pi}]", resource, span
-
-
-def _looks_genai(attrs: dict[str, Any]) -> bool:
-    return any(k.startswith("gen_ai.") for k in attrs)
-
-
-def _read_spans(export: dict, rejected: list[tuple[str, str]]) -> list[_Span]:
-    spans: list[_Span] = []
-    seen: set[str] = set()
-    for order, (path, resource, raw) in enumerate(_iter_spans(export, rejected)):
-        if not isinstance(raw, dict):
-            rejected.append((path, "span is not an object"))
-            continue
-        attrs = _attributes(_get(raw, "attributes"))
-        trace_id = _norm_id(_get(raw, "traceId"), 16)
-        span_id = _norm_id(_get(raw, "spanId"), 8)
-        if trace_id is None or span_id is None:
-            if _looks_genai(attrs):
-                which = "traceId" if trace_id is None else "spanId"
-                rejected.append((path, f"GenAI span {str(_get(raw, 'name'))[:80]!r} has a missing or invalid {which}"))
-            continue
-        key = f"{trace_id}:{span_id}"
-        if key in seen:
-            if _looks_genai(attrs):
-                rejected.append((key, "duplicate span in the export; the first copy was used"))
-            continue
-        seen.add(key)
-        events = []
-        raw_events = _get(raw, "events")
-        for ev in raw_events if isinstance(raw_events, list) else []:
-            if isinstance(ev, dict):
-                events.append({"name": ev.get("name"), "attributes": _attributes(_get(ev, "attributes"))})
-        start = _to_int(_get(raw, "startTimeUnixNano"))
-        end = _to_int(_get(raw, "endTimeUnixNano"))
-        op = attrs.get(_OPERATION)
-        name = _get(raw, "name")
-        spans.append(
-            _Span(
-                trace_id=trace_id,
-                span_id=span_id,
-                parent_id=_norm_id(_get(raw, "parentSpanId"), 8),
-                name=name if isinstance(name, str) else "",
-                start=start if start and start > 0 else None,
-                end=end if end and end > 0 else None,
-                attrs=attrs,
-                resource=resource,
-                status_code=_status_code(_get(raw, "status")),
-                events=events,
-                order=order,
-                op=op.strip().lower() if isinstance(op, str) else "",
-            )
-        )
-    return spans
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _ancestors(span: _Span, index: dict[str, _Span]) -> list[_Span]:
+def _ancestors(span: Span, index: dict[str, Span]) -> list[Span]:
     """Parents, nearest first, within the export (cycle-safe)."""
-    out: list[_Span] = []
+    out: list[Span] = []
     seen = {span.key}
     parent = span.parent_id
     while parent:
@@ -444,7 +157,7 @@ def _ancestors(span: _Span, index: dict[str, _Span]) -> list[_Span]:
     return out
 
 
-def _has_model_call_below(span: _Span, model_keys: set[str]) -> bool:
+def _has_model_call_below(span: Span, model_keys: set[str]) -> bool:
     stack = list(span.children)
     seen: set[str] = set()
     while stack:
@@ -474,7 +187,7 @@ def _first(attrs: dict[str, Any], keys: Iterable[str]) -> Optional[str]:
     return None
 
 
-def _inherited(span: _Span, lineage: list[_Span], keys: tuple[str, ...]) -> Optional[str]:
+def _inherited(span: Span, lineage: list[Span], keys: tuple[str, ...]) -> Optional[str]:
     """First of ``keys`` on the span, then its ancestors (nearest first), then its resource."""
     for node in [span, *lineage]:
         v = _first(node.attrs, keys)
@@ -494,7 +207,7 @@ def _bool(value: Any) -> Optional[bool]:
 def _count(attrs: dict[str, Any], keys: tuple[str, ...]) -> Optional[int]:
     for k in keys:
         if k in attrs:
-            n = _to_int(attrs[k])
+            n = to_int(attrs[k])
             if n is not None and 0 <= n <= MAX_TOKENS:
                 return n
     return None
@@ -528,7 +241,7 @@ def _parse_json(value: Any) -> tuple[Any, bool]:
     return value, value is not None
 
 
-def _messages(span: _Span, key: str) -> list[dict]:
+def _messages(span: Span, key: str) -> list[dict]:
     raw = span.attrs.get(key)
     if raw is None:
         for ev in span.events:
@@ -582,7 +295,7 @@ def _requested_call_ids(messages: list[dict]) -> set[str]:
     return ids
 
 
-def _subject(span: _Span, lineage: list[_Span]) -> dict[str, list[str]]:
+def _subject(span: Span, lineage: list[Span]) -> dict[str, list[str]]:
     subject: dict[str, list[str]] = {}
     for attrs in [span.resource, *(n.attrs for n in reversed(lineage)), span.attrs]:
         for key, value in attrs.items():
@@ -616,14 +329,14 @@ def _metrics(attrs: dict[str, Any]) -> dict[str, float]:
 
 @dataclass
 class _ModelCall:
-    span: _Span
+    span: Span
     run_id: str
     event: dict[str, Any]
     call_ids: set[str]
     tools: list[tuple[int, str, dict]] = field(default_factory=list)
 
 
-def _run_id(span: _Span, lineage: list[_Span]) -> str:
+def _run_id(span: Span, lineage: list[Span]) -> str:
     agent = None
     for node in [span, *lineage]:
         if node.op == "invoke_agent":
@@ -631,12 +344,12 @@ def _run_id(span: _Span, lineage: list[_Span]) -> str:
     return agent.span_id if agent is not None else span.trace_id
 
 
-def _build_event(span: _Span, lineage: list[_Span], app_attribute: str) -> tuple[Optional[dict], str, set[str]]:
+def _build_event(span: Span, lineage: list[Span], app_attribute: str) -> tuple[Optional[dict], str, set[str]]:
     """(event or None, reason when None, tool-call ids requested in the output messages)."""
     model = span.model()
     label = span.op or "GenAI"
     if model is None:
-        return None, f"{label} span {span.name[:80]!r} has no {_REQUEST_MODEL} or {_RESPONSE_MODEL}", set()
+        return None, f"{label} span {span.name[:80]!r} has no {REQUEST_MODEL_KEY} or {RESPONSE_MODEL_KEY}", set()
     if span.end is None:
         return None, f"{label} span {span.name[:80]!r} has no endTimeUnixNano", set()
     app = _first(span.resource, (app_attribute,)) or _first(span.attrs, (app_attribute,))
@@ -698,7 +411,7 @@ def _build_event(span: _Span, lineage: list[_Span], app_attribute: str) -> tuple
     return event, "", _requested_call_ids(output)
 
 
-def _tool_call(span: _Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
+def _tool_call(span: Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
     a = span.attrs
     name = _text(a.get("gen_ai.tool.name"))
     if name is None:
@@ -739,7 +452,7 @@ def _tool_call(span: _Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
     return call
 
 
-def _pick_by_time(candidates: list[_ModelCall], tool: _Span) -> Optional[_ModelCall]:
+def _pick_by_time(candidates: list[_ModelCall], tool: Span) -> Optional[_ModelCall]:
     if not candidates:
         return None
     at = tool.start if tool.start is not None else tool.end
@@ -755,7 +468,7 @@ def _pick_by_time(candidates: list[_ModelCall], tool: _Span) -> Optional[_ModelC
     return min(candidates, key=lambda c: (abs((c.span.end or 0) - at), c.span.order))
 
 
-def _attach(tool: _Span, call_id: Optional[str], run_id: str, calls: list[_ModelCall]) -> Optional[_ModelCall]:
+def _attach(tool: Span, call_id: Optional[str], run_id: str, calls: list[_ModelCall]) -> Optional[_ModelCall]:
     same_run = [c for c in calls if c.run_id == run_id]
     if call_id:
         for pool in (same_run, calls):
@@ -779,8 +492,8 @@ def spans_to_events(
     """
     rejected: list[tuple[str, str]] = []
     if not isinstance(export, dict):
-        raise ValueError(f"not an OTLP trace export: expected an object, got {_json_type(export)}")
-    spans = _read_spans(export, rejected)
+        raise ValueError(f"not an OTLP trace export: expected an object, got {json_type(export)}")
+    spans = read_spans(export, rejected)
     index = {s.key: s for s in spans}
     for s in spans:
         if s.parent_id:
@@ -789,9 +502,9 @@ def spans_to_events(
                 parent.children.append(s)
 
     # Classify.
-    candidates: list[_Span] = []
-    tools: list[_Span] = []
-    agents_with_model: list[_Span] = []
+    candidates: list[Span] = []
+    tools: list[Span] = []
+    agents_with_model: list[Span] = []
     for s in spans:
         if s.op == "execute_tool":
             tools.append(s)

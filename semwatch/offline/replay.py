@@ -15,7 +15,7 @@ from typing import IO, Iterable, Iterator, Optional
 from pydantic import ValidationError
 
 from semwatch.config import SemwatchConfig, load_config
-from semwatch.models import Incident, RunEvent, describe_validation_error
+from semwatch.contract import Incident, RunEvent, describe_validation_error
 
 
 @dataclass

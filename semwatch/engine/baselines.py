@@ -1,4 +1,4 @@
-"""Small, picklable baselines for the numeric spike detectors (detectors/numeric_spike.py).
+"""Small, picklable baselines for the numeric spike detectors (detectors/run_outlier.py, runaway_loop.py, rate_spike.py).
 
 Two estimators, both plain data (``array('d')`` and floats) so that a segment's state pickles to a
 few kilobytes and replays identically:
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.state import PlainState
+from semwatch.engine.state import PlainState
 
 NAN = float("nan")
 

@@ -75,7 +75,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from pydantic import ValidationError
 
-from semwatch.models import LabelledWindow, format_ts, is_optional, parse_ts
+from semwatch.contract import LabelledWindow, format_ts, is_optional, parse_ts
 
 DEFAULT_SLACK_BEFORE_S = 120.0
 DEFAULT_SLACK_AFTER_S = 900.0
@@ -470,7 +470,7 @@ def load_labels(path: str | Path) -> list[dict]:
         try:
             LabelledWindow.model_validate(lab)
         except ValidationError as exc:
-            from semwatch.models import describe_validation_error
+            from semwatch.contract import describe_validation_error
 
             raise InputError(f"{path}: label {i}: {describe_validation_error(exc)} "
                              "(expected {\"kind\", \"start\", \"end\", \"segment\"})") from None
@@ -492,7 +492,7 @@ def load_incidents(path: str | Path) -> list[dict]:
 
 def detector_kinds(config) -> dict[str, str]:
     """name -> incident kind of every enabled detector and rule of a loaded config."""
-    from detectors.base import REGISTRY
+    from semwatch.engine.detector import REGISTRY
 
     out = {}
     for p in config.detector_params:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from detectors.state import PlainState
+from semwatch.engine.state import PlainState
 
 
 @dataclass(slots=True)

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from semwatch.models import Incident, RunEvent, dedup_key_for, format_ts, incident_id_for
-from semwatch.redact import redact
-from detectors.state import PlainState
+from semwatch.contract import Incident, RunEvent, dedup_key_for, format_ts, incident_id_for
+from semwatch.contract.redact import redact
+from semwatch.engine.state import PlainState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from detectors.changes import ChangeTracker
+    from semwatch.engine.changes import ChangeTracker
 
 SEVERITY_ORDER = {"SEV-3": 0, "SEV-2": 1, "SEV-1": 2}
 
@@ -157,6 +157,9 @@ class Detector(ABC):
     type_name: ClassVar[str]
     kind: ClassVar[str]
     Params: ClassVar[type[DetectorParams]] = DetectorParams
+    # The knobs ``semwatch tune`` may move and the values to try ({param: list | Rel}), see
+    # semwatch/engine/tuning.py. Empty: tune replays the configured setting only.
+    tuning_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: DetectorParams, env: "DetectorEnv"):
         self.params = params
@@ -218,6 +221,12 @@ class Detector(ABC):
             runbook_url=self.params.runbook_url or self.env.default_runbook_url(self.kind),
         )
 
+    def probe(self, segment: dict[str, str], window: dict) -> Any:
+        """What ``semwatch tune`` plots for a labelled window: a
+        :class:`semwatch.engine.tuning.SignalProbe`, or None when this type has no signal to show
+        (raise :class:`semwatch.engine.tuning.ProbeUnavailable` to say why)."""
+        return None
+
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         """Parameters for the shared contract test (tests/test_detector_contract.py)."""
@@ -235,7 +244,7 @@ class DetectorEnv:
     """Configuration shared by all detectors: tool/entity map, prices, runbook defaults."""
 
     tools: Any = None  # detectors.entities.ToolMap
-    prices: Any = None  # semwatch.config.PriceTable
+    prices: Any = None  # semwatch.enrich.prices.PriceTable
     runbook_base_url: Optional[str] = None
 
     def default_runbook_url(self, kind: str) -> Optional[str]:
@@ -248,8 +257,32 @@ def severity_max(a: str, b: str) -> str:
     return a if SEVERITY_ORDER[a] >= SEVERITY_ORDER[b] else b
 
 
+_ASCENDING_SEVERITIES = ("SEV-3", "SEV-2", "SEV-1")
+
+
+def escalate(base: str, magnitude: float, steps: tuple[float, ...]) -> str:
+    """``base`` raised one level for every step of ``steps`` that ``magnitude`` reaches.
+
+    >>> escalate("SEV-3", 12.0, (10.0, 50.0))
+    'SEV-2'
+    """
+    level = _ASCENDING_SEVERITIES.index(base) + sum(1 for s in steps if magnitude >= s)
+    return _ASCENDING_SEVERITIES[min(level, len(_ASCENDING_SEVERITIES) - 1)]
+
+
+def finite_or_none(x: Any) -> Optional[float]:
+    """``x`` itself when it is a finite number, else None (JSON has no NaN or infinity)."""
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
 def _finite(value: Optional[float]) -> Optional[float]:
     if value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def unit_event(event_id: str, run_id: str, ts: float, **fields: Any) -> dict:
+    """An event dict for detectors' ``_unit_test_anomaly`` examples (app/route/model filled in)."""
+    return {"schema_version": "1", "event_id": event_id, "run_id": run_id, "ts": ts,
+            "app": "unit-app", "route": "unit-route", "model": "unit-model", **fields}

@@ -22,7 +22,7 @@ the bookkeeping ids in ``defaults.ignore_args`` (``trace_id``, ``request_id`` ..
 (True, True, 'verb')
 >>> tm.info("get_refund_status").side_effect
 False
->>> from semwatch.models import ToolCall
+>>> from semwatch.contract import ToolCall
 >>> tm.entity_values(ToolCall(name="cancel_order", arguments={"order_ids": ["#W1", 2], "trace_id": "t"}))
 [('order_ids', 'order_id', '#W1'), ('order_ids', 'order_id', '2')]
 """
@@ -35,7 +35,7 @@ from typing import Any, Iterator, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from semwatch.models import ToolCall
+from semwatch.contract import ToolCall
 
 SIDE_EFFECT_VERBS = ("refund", "cancel", "update", "delete", "transfer", "send", "book", "modify",
                      "create", "charge", "pay", "close", "reset", "grant", "revoke")

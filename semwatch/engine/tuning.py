@@ -1,6 +1,7 @@
-"""Sweep spaces for ``semwatch tune``: the sensitivity knobs of each detector *type*.
+"""Sweep spaces for ``semwatch tune``: the sensitivity knobs each detector type declares.
 
-A space maps a parameter to the values to try; ``tune`` replays the grid (the product of the
+A detector class names its knobs in ``tuning_space`` (``{param: values}``); a space maps a
+parameter to the values to try; ``tune`` replays the grid (the product of the
 lists) plus the configured setting. :class:`Rel` values are multiples of the configured value, so
 one table serves several instances of a type with different scales (``cost-per-route`` watches
 $/event at ratio 5, ``token-burn`` tokens/min at ratio 3). :data:`LEVEL` stands for whichever of
@@ -14,10 +15,14 @@ earliness (sustain ``for_s``); structural settings (windows, group_by, baselines
 Hysteresis stays consistent: when a trigger level moves, its clear level moves with it
 (:func:`link`), so no candidate fails validation for ``clear`` above ``above``.
 
->>> from rules.threshold import ThresholdParams
->>> p = ThresholdParams(name="error-rate", type="threshold", field="error_type", aggregate="rate",
-...                     above=0.2, clear=0.1, for_s=300)
->>> [u for u, _ in candidates(p)][:3]
+>>> from typing import Optional
+>>> class LevelParams(DetectorParams):
+...     above: Optional[float] = None
+...     clear: Optional[float] = None
+...     for_s: float = 0.0
+>>> p = LevelParams(name="error-rate", type="level", above=0.2, clear=0.1, for_s=300)
+>>> space = {LEVEL: Rel(0.5, 1.0), "for_s": Rel(0.5, 1.0)}
+>>> [u for u, _ in candidates(p, space)][:3]
 [{}, {'above': 0.1, 'for_s': 150.0, 'clear': 0.05}, {'above': 0.1, 'for_s': 300.0, 'clear': 0.05}]
 """
 
@@ -25,11 +30,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from pydantic import ValidationError
 
-from detectors.base import DetectorParams
+from semwatch.engine.detector import REGISTRY, DetectorParams
 
 LEVEL = "above|below"
 
@@ -45,25 +50,16 @@ class Rel:
 
 
 Values = Union[list, Rel]
+Space = Mapping[str, Values]
 
-#: type name -> {param: values}. Edit here to widen or narrow a sweep.
-SPACES: dict[str, dict[str, Values]] = {
-    # Significance and sustain: alpha trades false alarms for sensitivity, for_s for earliness.
-    "false_refusal_spike": {"alpha": [1e-3, 1e-4, 1e-5, 1e-6], "for_s": [15.0, 45.0, 90.0]},
-    # Point detector: what counts as in scope. strict also checks entity types the subject does
-    # not list; without widening, ids the run's own reads returned are out of scope.
-    "wrong_entity_action": {"strict": [False, True], "widen_from_results": [True, False]},
-    "wrong_entity_rate": {"above": Rel(0.4, 1.0, 2.0), "min_volume": [5, 20]},
-    # Robust z and the ratio to the median run.
-    "run_outlier": {"z_threshold": [4.0, 5.0, 6.0, 8.0], "min_ratio": Rel(0.5, 1.0, 2.0)},
-    # Absolute caps: steps per run and repeats of one tool call (normal agents: <= ~34 steps).
-    "runaway_loop": {"max_steps": Rel(0.8, 1.0, 1.25, 1.6), "max_repeated_calls": Rel(0.5, 1.0, 1.5)},
-    # Ratio to the usual level and sustain.
-    "rate_spike": {"min_ratio": Rel(2 / 3, 1.0, 1.5), "for_s": Rel(0.5, 1.0, 2.0)},
-    # The level and the sustain of a static rule.
-    "threshold": {LEVEL: Rel(0.5, 0.75, 1.0, 1.5), "for_s": Rel(0.5, 1.0)},
-}
 
+def space_of(params: DetectorParams, override: Optional[Mapping[str, Space]] = None) -> Space:
+    """The space to sweep for ``params``: ``override[type]`` when given, else the type's own
+    ``tuning_space`` (empty for an unknown type)."""
+    if override is not None and params.type in override:
+        return override[params.type]
+    cls = REGISTRY.get(params.type)
+    return getattr(cls, "tuning_space", None) or {}
 
 def _round(x: float, like: Any) -> Any:
     if isinstance(like, int) and not isinstance(like, bool):
@@ -71,14 +67,13 @@ def _round(x: float, like: Any) -> Any:
     return float(f"{x:.4g}")
 
 
-def resolve_space(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[str, Values]]] = None
-                  ) -> dict[str, list]:
+def resolve_space(params: DetectorParams, space: Optional[Space] = None) -> dict[str, list]:
     """The space of one configured detector with :class:`Rel` and :data:`LEVEL` resolved.
 
-    Parameters the detector does not have, or that are unset (None), are left out.
+    ``space`` defaults to the detector type's own (:func:`space_of`). Parameters the detector does
+    not have, or that are unset (None), are left out.
     """
-    table = SPACES if spaces is None else spaces
-    space = table.get(params.type) or {}
+    space = space_of(params) if space is None else space
     fields = type(params).model_fields
     out: dict[str, list] = {}
     for name, values in space.items():
@@ -99,12 +94,11 @@ def resolve_space(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[
     return out
 
 
-def unknown_params(params: DetectorParams,
-                   spaces: Optional[Mapping[str, Mapping[str, Values]]] = None) -> list[str]:
-    """Space entries this detector's Params do not have (a renamed knob: fix the table)."""
-    table = SPACES if spaces is None else spaces
+def unknown_params(params: DetectorParams, space: Optional[Space] = None) -> list[str]:
+    """Space entries this detector's Params do not have (a renamed knob: fix the space)."""
+    space = space_of(params) if space is None else space
     fields = type(params).model_fields
-    return [n for n in (table.get(params.type) or {}) if n != LEVEL and n not in fields]
+    return [n for n in space if n != LEVEL and n not in fields]
 
 
 def link(params: DetectorParams, update: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +119,7 @@ def link(params: DetectorParams, update: dict[str, Any]) -> dict[str, Any]:
     return update
 
 
-def candidates(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[str, Values]]] = None
+def candidates(params: DetectorParams, space: Optional[Space] = None
                ) -> list[tuple[dict[str, Any], DetectorParams]]:
     """``[(update, validated params)]``: the configured setting first (update ``{}``), then the grid.
 
@@ -135,9 +129,9 @@ def candidates(params: DetectorParams, spaces: Optional[Mapping[str, Mapping[str
     cls = type(params)
     base = params.model_dump()
     out: list[tuple[dict[str, Any], DetectorParams]] = [({}, params)]
-    space = resolve_space(params, spaces)
-    keys = list(space)
-    for combo in itertools.product(*(space[k] for k in keys)):
+    resolved = resolve_space(params, space)
+    keys = list(resolved)
+    for combo in itertools.product(*(resolved[k] for k in keys)):
         update = link(params, dict(zip(keys, combo)))
         try:
             cand = cls.model_validate({**base, **update})
@@ -154,3 +148,28 @@ def describe(update: Mapping[str, Any]) -> str:
     if not update:
         return "configured"
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in update.items())
+
+
+# -- probes: what tune plots around a labelled window ---------------------------------------------
+#: One plotted point: (event time, signal, baseline, threshold, second signal); None = not shown.
+Point = tuple[float, Optional[float], Optional[float], Optional[float], Optional[float]]
+
+
+class ProbeUnavailable(Exception):
+    """This detector has no per-evaluation signal for this window (the reason says why)."""
+
+
+@dataclass
+class SignalProbe:
+    """How ``semwatch tune`` reads one detector's signal from its state while a replay runs.
+
+    A detector's ``probe(segment, window)`` returns one (or raises :class:`ProbeUnavailable`);
+    ``read(engine, event)`` is called after each event inside the window and returns a new point,
+    or None when nothing new was evaluated. It reads the state the detector keeps anyway, through
+    ``engine.get(detector, segment)``.
+    """
+
+    signal: str
+    read: Callable[[Any, Any], Optional[Point]]
+    threshold_label: str = "threshold"
+    signal2: Optional[str] = None

@@ -11,12 +11,12 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, MutableMapping, Optional
+from typing import Any, Callable, Iterable, MutableMapping, Optional
 
-from detectors.base import Context, Detector, SegmentState, StateAccess
-from detectors.changes import ChangeTracker, ScopeHistory
-from detectors.state import PlainState
-from semwatch.models import Incident, RunEvent
+from semwatch.engine.detector import Context, Detector, SegmentState, StateAccess
+from semwatch.engine.changes import ChangeTracker, ScopeHistory
+from semwatch.engine.state import PlainState
+from semwatch.contract import Incident, RunEvent
 
 log = logging.getLogger("semwatch.engine")
 
@@ -37,8 +37,6 @@ class EngineClock(PlainState):
 class EngineStats:
     events: int = 0
     late: int = 0
-    refusals_classified: int = 0
-    costs_priced: int = 0
     evicted: int = 0
     expired: int = 0
     refused_segments: int = 0
@@ -57,16 +55,17 @@ class EngineOptions:
 
 class Engine(StateAccess):
     def __init__(self, detectors: list[Detector], options: EngineOptions | None = None,
-                 data: MutableMapping[str, Any] | None = None, prices: Any = None,
-                 classify_refusals: bool = True):
+                 data: MutableMapping[str, Any] | None = None,
+                 enrich: Optional[Callable[[RunEvent], RunEvent]] = None):
         self.detectors = [d for d in detectors if d.params.enabled]
         names = [d.name for d in self.detectors]
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique: {names}")
         self.options = options or EngineOptions()
         self.data: MutableMapping[str, Any] = {} if data is None else data
-        self.prices = prices
-        self.classify_refusals = classify_refusals
+        # Fills what producers left out (refusal verdicts, prices) before detection; returns a new
+        # event rather than changing the caller's (semwatch.enrich).
+        self.enrich = enrich
         self.stats = EngineStats()
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
@@ -80,7 +79,6 @@ class Engine(StateAccess):
                                      self._delete, max((d.params.max_segments for d in self.detectors),
                                                        default=20000))
         self._ctx = Context(self, self.changes, self._out.append)
-        self._classifier = None
         self.rebuild_indexes()
 
     # -- state bookkeeping ---------------------------------------------------------------------
@@ -219,25 +217,12 @@ class Engine(StateAccess):
         self.stats.incidents += len(out)
         return out
 
-    def _enrich(self, event: RunEvent) -> None:
-        if event.refusal is None and event.response_text and self.classify_refusals:
-            if self._classifier is None:
-                from semwatch.enrich.refusal_patterns import is_refusal
-
-                self._classifier = is_refusal
-            event.refusal = self._classifier(event.response_text)
-            self.stats.refusals_classified += 1
-        if event.cost_usd is None and self.prices is not None:
-            cost = self.prices.cost(event)
-            if cost is not None:
-                event.cost_usd = cost
-                self.stats.costs_priced += 1
-
     def _handle(self, event: RunEvent) -> None:
         self.stats.events += 1
         if self._ctx.shared:
             self._ctx.shared.clear()
-        self._enrich(event)
+        if self.enrich is not None:
+            event = self.enrich(event)
         clock = self.clock
         late = event.ts < clock.max_ts - self.options.allowed_lateness_s
         if late:

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 from pydantic import TypeAdapter
 
-from semwatch.models import RunEvent
+from semwatch.contract import RunEvent
 
 _EVENT_LIST = TypeAdapter(list[RunEvent])
 

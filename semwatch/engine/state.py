@@ -8,7 +8,7 @@ that field's default, and one written before the class had slots (a plain ``__di
 still loads.
 
 >>> import pickle
->>> from detectors.lifecycle import Lifecycle
+>>> from semwatch.engine.lifecycle import Lifecycle
 >>> lc = pickle.loads(pickle.dumps(Lifecycle(status="firing", peak=0.4)))
 >>> (lc.status, lc.peak, hasattr(lc, "__dict__"))
 ('firing', 0.4, False)

@@ -12,7 +12,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from semwatch.models import RunEvent, describe_validation_error
+from semwatch.contract import RunEvent, describe_validation_error
 
 # Deeply nested JSON is a parser-exhaustion attack more than telemetry; pydantic's parser has its own
 # recursion limit, but we answer before it with a clear reason.

@@ -1,158 +1,48 @@
-"""Token and cost spikes: per-run outliers, runaway loops and aggregate burn rates.
+"""``run_outlier``: one run (or one event) far above its segment's robust baseline.
 
-Three detector types, all pointed by config at any numeric field (``total_tokens``,
-``output_tokens``, ``cost_usd``, ``latency_s``, ``metrics.x``, ``feedback.x``):
+A run's cumulative ``field`` (``per: run``) or a single event's value (``per: event``) is compared
+with the median and MAD, on a log scale, of the segment's recent runs' totals (or events' values) —
+see :class:`semwatch.engine.baselines.SampleRing`. It fires when the robust z reaches
+``z_threshold`` *and* the value is ``min_ratio`` times the median *and* ``tail_ratio`` times the
+recent tail (the 2nd largest sample; token counts are heavier-tailed than log-normal) *and* at least
+``min_value``; per run only from ``min_steps`` steps on (one call cannot run away). The score comes
+first, then learning; flagged runs are withdrawn from the baseline. Optional absolute caps
+``max_steps`` / ``max_repeated_calls`` / ``max_value`` and the segment-relative repeat check
+(``adaptive_repeats``) flag a run whatever the baseline says; ``runaway_loop`` turns those on.
 
-``run_outlier``
-    A run (cumulative, ``per: run``) or a single event (``per: event``) far from its segment's robust
-    baseline: the median and MAD, on a log scale, of recent runs' totals (or events' values) — see
-    :class:`detectors.robust_baseline.SampleRing`. It fires when the robust z reaches
-    ``z_threshold`` *and* the value is ``min_ratio`` times the median *and* ``tail_ratio`` times the
-    recent tail (the 2nd largest sample; token counts are heavier-tailed than log-normal) *and* at
-    least ``min_value``; per run only from ``min_steps`` steps on (one call cannot run away).
-    The score comes first, then learning; flagged runs are withdrawn from the baseline. Optional
-    absolute caps ``max_steps`` / ``max_repeated_calls`` / ``max_value`` flag a run whatever the
-    baseline says.
-    One incident per segment problem: several outlying runs in one segment are one trigger whose
-    evidence lists their run ids; it resolves after ``quiet_s`` without a new outlier (and without
-    a new step of an outlying run, so a loop that keeps burning keeps it open).
-
-``runaway_loop``
-    The same machinery with absolute caps: more than ``max_steps`` steps, more than
-    ``max_repeated_calls`` exact repeats of the run's own earlier tool calls (name + arguments), or
-    more than ``max_value`` tokens in one run — a loop, however the baseline looks. And, relative to
-    the segment (``adaptive_repeats``): at least ``min_repeats`` exact repeats and ``repeats_ratio``
-    times the second most repetitive other run of the segment's recent runs. Where runs normally
-    never repeat a call (an order agent), five repeats are a loop within seconds; where they do (a
-    research agent re-running searches), the absolute cap decides.
-
-``rate_spike``
-    Aggregate burn per segment: the field summed per event-time bucket (tokens/min, $/min, events/min
-    with ``field: count``) or its per-event mean (``aggregate: mean`` — $/event, which does not move
-    with load; ``geomean``, the geometric mean of the positive values, is the typical event's value:
-    one long, expensive agent run moves it little, a switch to a pricier model moves it all the
-    way), over a recent window, against a baseline that respects the time of day
-    (:class:`detectors.robust_baseline.DailyBaseline`). A breach needs the ratio to the usual value,
-    an absolute change and a z-like score vs the slot's learned variability, for ``for_s``; it
-    clears below ``clear_ratio`` for ``clear_for_s``. The baseline does not learn while pending or
-    firing.
+One incident per segment problem: several outlying runs in one segment are one trigger whose
+evidence lists their run ids; it resolves after ``quiet_s`` without a new outlier (and without a new
+step of an outlying run, so a loop that keeps burning keeps it open).
 
 Per-run state lives under the segment plus ``run_id`` (a separate small state per run, expired by
-the engine after ``idle_ttl_s`` without events and capped by ``max_segments``), so the changelog
-only carries what a batch touched.
+the engine after ``idle_ttl_s`` without events and capped by ``max_segments``), so the changelog only
+carries what a batch touched.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from array import array
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from detectors.base import Context, Detector, DetectorParams, SegmentState, register
-from detectors.lifecycle import Lifecycle, LifecyclePolicy
-from detectors.robust_baseline import DailyBaseline, SampleRing, ewma_alpha
-from semwatch.models import RunEvent
+from semwatch.contract import RunEvent
+from semwatch.engine.baselines import SampleRing
+from semwatch.engine.tuning import Rel
+from semwatch.engine.tuning import Point, ProbeUnavailable, SignalProbe
+from semwatch.engine.detector import (Context, Detector, DetectorParams, SegmentState, escalate,
+                                      finite_or_none, register, unit_event)
+from semwatch.engine.fields import default_kind, segment_getter, value_getter
+from semwatch.engine.formatting import amount, duration, segment_text
 
-TOKEN_FIELDS = ("total_tokens", "input_tokens", "output_tokens")
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]
-_SEVERITIES = ("SEV-3", "SEV-2", "SEV-1")
 INF = math.inf
 MAX_CALL_KEYS = 64  # distinct tool calls remembered per run (max_repeated_calls); later new ignored
 
 
-# Top-level string fields of RunEvent: a segment of these is read with getattr (the fast path).
-_STR_FIELDS = frozenset(("app", "route", "model", "provider", "prompt_version", "tenant",
-                         "conversation_id", "run_id", "finish_reason", "error_type"))
-
-
-def segment_getter(group_by: tuple[str, ...]):
-    """A function event -> segment dict for ``group_by`` (missing labels are "")."""
-    fields = tuple(group_by)
-    if all(f in _STR_FIELDS for f in fields):
-        return lambda event: {f: getattr(event, f) or "" for f in fields}
-    return lambda event: {f: (event.segment_value(f) or "") for f in fields}
-
-
-_NUM_FIELDS = frozenset(("input_tokens", "output_tokens", "cost_usd", "latency_s"))
-
-
-def _total_tokens(event: RunEvent) -> Optional[float]:
-    i, o = event.input_tokens, event.output_tokens
-    if i is None and o is None:
-        return None
-    return float((i or 0) + (o or 0))
-
-
-def value_getter(field_name: str):
-    """A function event -> float or None for ``field_name`` (RunEvent.numeric, with fast paths)."""
-    if field_name == "total_tokens":
-        return _total_tokens
-    if field_name in _NUM_FIELDS:  # validated numbers (finite, >= 0) or None
-        return lambda event: getattr(event, field_name)
-    return lambda event: event.numeric(field_name)
-
-
-def default_kind(field_name: str) -> str:
-    """token_spike for token fields and steps, cost_spike for cost_usd, threshold otherwise."""
-    if field_name in TOKEN_FIELDS or field_name == "steps":
-        return "token_spike"
-    if field_name == "cost_usd":
-        return "cost_spike"
-    return "threshold"
-
-
-def escalate(base: str, magnitude: float, steps: tuple[float, ...]) -> str:
-    """``base`` raised one level for every step of ``steps`` that ``magnitude`` reaches."""
-    level = _SEVERITIES.index(base) + sum(1 for s in steps if magnitude >= s)
-    return _SEVERITIES[min(level, len(_SEVERITIES) - 1)]
-
-
-# -- formatting for a paged human ----------------------------------------------------------------
-def _num(x: float) -> str:
-    ax = abs(x)
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if ax >= div:
-            return f"{x / div:.3g}{suffix}"
-    if ax >= 100 or x == int(x):
-        return f"{x:.0f}"
-    return f"{x:.3g}"
-
-
-def amount(field_name: str, x: float) -> str:
-    """``1.2M tokens``, ``$0.042``, ``3.1 s``, ``0.12 metrics.score``."""
-    if field_name in TOKEN_FIELDS:
-        return f"{_num(x)} tokens"
-    if field_name == "cost_usd":
-        return f"${x:.2f}" if abs(x) >= 1 else f"${x:.2g}"
-    if field_name == "steps":
-        return f"{_num(x)} steps"
-    if field_name == "count":
-        return f"{_num(x)} events"
-    if field_name.endswith("_s"):
-        return f"{x:.3g} s"
-    return f"{x:.3g} {field_name}"
-
-
-def segment_text(segment: dict[str, str]) -> str:
-    return "/".join(v for v in segment.values() if v) or "(all)"
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-# ================================================================================================
-# run_outlier / runaway_loop
-# ================================================================================================
 class RunOutlierParams(DetectorParams):
     type: str = "run_outlier"
     group_by: tuple[str, ...] = ("app", "route")
@@ -289,6 +179,8 @@ class RunOutlier(Detector):
     """
 
     type_name = "run_outlier"
+    # Robust z and the ratio to the median run.
+    tuning_space = {"z_threshold": [4.0, 5.0, 6.0, 8.0], "min_ratio": Rel(0.5, 1.0, 2.0)}
     kind = "token_spike"
     Params = RunOutlierParams
 
@@ -606,11 +498,36 @@ class RunOutlier(Detector):
                               "per": self.params.per, "reason": reason}
         if w is not None:
             ev["worst"] = {"run_id": w[0], "event_id": w[1], "value": w[2], "steps": w[3],
-                           "ratio": _finite_or_none(w[4])}
+                           "ratio": finite_or_none(w[4])}
         if st.ring is not None and st.median_value == st.median_value:
             ev["baseline_median"] = st.median_value
             ev["baseline_samples"] = st.ring.count
         return ev
+
+    def probe(self, segment: dict[str, str], window: dict) -> SignalProbe:
+        run_id = window.get("run_id")
+        if not run_id:
+            raise ProbeUnavailable("the label names no run_id")
+        p = self.params
+
+        def read(engine, event) -> Optional[Point]:
+            if event.run_id != run_id:
+                return None
+            run = engine.get(self, {**segment, "run_id": run_id})
+            if run is None:
+                return None
+            return self._probe_point(engine, segment, event, run)
+
+        signal = (f"{p.field} of the labelled run (cumulative)" if p.per == "run"
+                  else f"{p.field} per event")
+        return SignalProbe(signal, read, "outlier line (once the baseline has min_samples)")
+
+    def _probe_point(self, engine, segment: dict[str, str], event: RunEvent, run: "RunState") -> Point:
+        p = self.params
+        st = engine.get(self, segment)
+        hi = st.hi if st is not None and math.isfinite(st.hi) else (p.max_value or None)
+        base = st.median_value if st is not None and st.median_value == st.median_value else None
+        return (event.ts, run.total, base, hi, None)
 
     # -- contract test hooks -----------------------------------------------------------------------
     @classmethod
@@ -624,397 +541,9 @@ class RunOutlier(Detector):
         t0 = 1_767_600_000.0
         for r in range(120):  # 120 runs of 3 steps, ~3k tokens each
             for s in range(3):
-                normal.append(_ev(f"n{r}-{s}", f"r{r}", t0 + r * 20 + s * 2,
+                normal.append(unit_event(f"n{r}-{s}", f"r{r}", t0 + r * 20 + s * 2,
                                   input_tokens=600 + (r * 37) % 300, output_tokens=300 + (r * 53) % 200))
         t1 = t0 + 120 * 20 + 60
-        anomalous = [_ev(f"a-{s}", "r-loop", t1 + s * 2, input_tokens=20000 + 2000 * s,
+        anomalous = [unit_event(f"a-{s}", "r-loop", t1 + s * 2, input_tokens=20000 + 2000 * s,
                          output_tokens=1500) for s in range(40)]
         return normal, anomalous
-
-
-class RunawayLoopParams(RunOutlierParams):
-    type: str = "runaway_loop"
-    severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
-    per: Literal["run", "event"] = "run"
-    adaptive: bool = False  # absolute caps only; set true to add the adaptive check as well
-    max_steps: Optional[int] = Field(default=50, ge=1)  # more steps (events) than this is a loop
-    max_value: Optional[float] = Field(default=None, gt=0)  # e.g. 5000000 tokens in one run
-    max_repeated_calls: Optional[int] = Field(default=24, ge=1)  # exact repeats of earlier calls
-    adaptive_repeats: bool = True  # and repeats far above the segment's other runs
-    escalate_ratio: tuple[float, ...] = (4.0,)  # SEV-1 at 4 × the cap
-
-
-@register
-class RunawayLoop(RunOutlier):
-    """A run with more than ``max_steps`` steps, more than ``max_repeated_calls`` exact repeats of
-    its own earlier tool calls, cumulative ``field`` above ``max_value``, or (``adaptive_repeats``)
-    far more exact repeats than the segment's other recent runs, in all or net of new calls.
-
-    >>> RunawayLoop.Params(name="runaway-loop", type="runaway_loop").max_steps
-    50
-    """
-
-    type_name = "runaway_loop"
-    kind = "token_spike"
-    Params = RunawayLoopParams
-
-    @classmethod
-    def _unit_test_params(cls) -> dict[str, Any]:
-        return {"name": "runaway-test", "type": cls.type_name, "max_steps": 20}
-
-
-# ================================================================================================
-# rate_spike
-# ================================================================================================
-class RateSpikeParams(DetectorParams):
-    type: str = "rate_spike"
-    group_by: tuple[str, ...] = ("app",)
-    severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
-    # Incident kind; by default from the field (token_spike / cost_spike / threshold).
-    kind: Optional[KindName] = None
-    # What is summed or averaged per event: total_tokens, cost_usd, latency_s, metrics.x, ... or
-    # count (1 per event: the event rate).
-    field: str = Field(default="total_tokens", min_length=1, max_length=128)
-    # sum: field per minute (burn rate, moves with load); mean: field per event (load-independent);
-    # geomean: the typical event (geometric mean of positive values, log(value + log_floor)).
-    aggregate: Literal["sum", "mean", "geomean"] = "sum"
-    direction: Direction = "up"
-    bucket_s: float = Field(default=30.0, gt=0)  # event-time bucket; evaluated as each bucket closes
-    window_s: float = Field(default=120.0, gt=0)  # the recent window compared with the baseline
-    # Breach: all of ratio, absolute change and z.
-    min_ratio: float = Field(default=3.0, gt=1)  # observed / usual (down: usual / observed)
-    # Absolute change, in field units per minute (sum) or per event (mean).
-    min_increase: float = Field(default=0.0, ge=0)
-    # Added before taking logs (same units as the observed value): > 0 damps the log scale for
-    # values near zero. 0 = plain logs.
-    log_floor: float = Field(default=0.0, ge=0)
-    z_threshold: float = Field(default=4.0, gt=0)  # (log observed - log usual) / the slot's learned sd
-    min_volume: int = Field(default=20, ge=1)  # events in the window, or nothing is decided
-    for_s: float = Field(default=30.0, ge=0)  # breach held this long before the trigger
-    clear_ratio: float = Field(default=1.5, ge=1)  # firing clears below this ratio (hysteresis) ...
-    clear_for_s: float = Field(default=300.0, ge=0)  # ... held this long before the resolve
-    # Baseline (log scale): 24 hour-of-day slots, learned over days; a day-level offset; a fast
-    # overall EWMA as the fallback while a slot has fewer than min_slot_samples samples.
-    slots: int = Field(default=24, ge=1, le=288)
-    slot_halflife_days: float = Field(default=3.0, gt=0)
-    offset_halflife_s: float = Field(default=3 * 3600.0, gt=0)
-    fast_halflife_s: float = Field(default=1800.0, gt=0)
-    min_slot_samples: int = Field(default=20, ge=1)
-    min_sd: float = Field(default=0.1, gt=0)  # floor of the sd (log units, ~10 %)
-    # Learning clips an observation to this many sd from the prediction (robust EWMA); 0 = off.
-    learn_clip_sd: float = Field(default=3.0, ge=0)
-    warmup_s: float = Field(default=3600.0, ge=0)  # learning time before the first decision
-    # Firing this long: accept the level as the new normal (resolve, re-learn). 0 = never.
-    max_firing_s: float = Field(default=6 * 3600.0, ge=0)
-    # Severity goes one level up for each step of the ratio ...
-    escalate_ratio: tuple[float, ...] = (10.0, 50.0)
-    # ... or of the absolute change (field units per minute or per event); empty = off.
-    escalate_increase: tuple[float, ...] = ()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "RateSpikeParams":
-        if self.window_s < self.bucket_s:
-            raise ValueError("window_s must be at least bucket_s")
-        if self.field == "count" and self.aggregate in ("mean", "geomean"):
-            raise ValueError(f"field: count with aggregate: {self.aggregate} is always 1; "
-                             "use aggregate: sum")
-        if self.clear_ratio > self.min_ratio:
-            raise ValueError("clear_ratio must not exceed min_ratio (hysteresis)")
-        return self
-
-
-@dataclass(slots=True)
-class RateState(SegmentState):
-    bucket: int = -1  # index (ts // bucket_s) of the open bucket
-    b_sum: float = 0.0
-    b_n: int = 0
-    b_top: float = -INF
-    b_top_ids: Optional[tuple] = None  # (run_id, event_id) of the bucket's largest value
-    sums: array = field(default_factory=lambda: array("d"))  # closed buckets of the window (ring)
-    counts: array = field(default_factory=lambda: array("d"))
-    tops: list = field(default_factory=list)
-    closed: int = 0
-    learn_from: float = math.nan  # event time of the first learned bucket (warm-up)
-    base: DailyBaseline = field(default_factory=DailyBaseline)
-    lc: Lifecycle = field(default_factory=Lifecycle)
-    # Last decision (for the resolve summary and debugging).
-    last_obs: float = math.nan
-    last_expected: float = math.nan
-    last_ratio: float = math.nan
-
-
-@register
-class RateSpike(Detector):
-    """Aggregate burn per segment vs a time-of-day baseline.
-
-    >>> RateSpike.Params(name="cost-per-route", type="rate_spike", field="cost_usd",
-    ...                  aggregate="mean").aggregate
-    'mean'
-    """
-
-    type_name = "rate_spike"
-    kind = "token_spike"
-    Params = RateSpikeParams
-
-    def __init__(self, params: RateSpikeParams, env):
-        super().__init__(params, env)
-        p = params
-        self.kind = p.kind or default_kind(p.field)
-        self._count = p.field == "count"
-        self._fieldname = p.field
-        self._segment = segment_getter(p.group_by)
-        self._value = value_getter(p.field)
-        self._bucket_s = p.bucket_s
-        self._geo = p.aggregate == "geomean"
-        self._mean = p.aggregate in ("mean", "geomean")  # per event, not per minute
-        self._w = max(1, int(round(p.window_s / p.bucket_s)))
-        self._window_min = self._w * p.bucket_s / 60.0
-        self._floor = p.log_floor
-        self._policy = LifecyclePolicy(for_s=p.for_s, clear_for_s=p.clear_for_s)
-        slot_samples_per_day = (86400.0 / p.slots) / p.bucket_s
-        self._a = dict(
-            a_fast=ewma_alpha(p.bucket_s, p.fast_halflife_s),
-            a_offset=ewma_alpha(p.bucket_s, p.offset_halflife_s),
-            a_slot=ewma_alpha(1.0, p.slot_halflife_days * slot_samples_per_day),
-            a_var=ewma_alpha(1.0, p.slot_halflife_days * slot_samples_per_day),
-            min_slot_samples=float(p.min_slot_samples), min_sd=p.min_sd, clip_sd=p.learn_clip_sd)
-        self._max_gap = int(86400 / p.bucket_s)
-        self._up = p.direction in ("up", "both")
-        self._down = p.direction in ("down", "both")
-
-    def _new_state(self) -> RateState:
-        return RateState(segment={}, sums=array("d", [0.0]) * self._w,
-                         counts=array("d", [0.0]) * self._w, tops=[None] * self._w,
-                         base=DailyBaseline.empty(self.params.slots))
-
-    # -- per event -------------------------------------------------------------------------------
-    def observe(self, event: RunEvent, ctx: Context) -> None:
-        if self._count:
-            v: Optional[float] = 1.0
-        else:
-            v = self._value(event)
-            if v is None:
-                return
-            if self._geo:
-                if v <= 0:
-                    return  # a failed call costs nothing: it says nothing about the typical price
-                v = math.log(v + self._floor)
-        ts = event.ts
-        st = ctx.state(self, self._segment(event), self._new_state, ts)
-        if st is None:
-            return
-        b = int(ts // self._bucket_s)
-        if b > st.bucket:
-            if st.bucket >= 0:
-                self._roll(st, b, ctx)
-            st.bucket = b
-        elif b < st.bucket:
-            # Late: into its closed bucket while that is still in the window, else dropped.
-            if st.bucket - b <= self._w:
-                i = b % self._w
-                st.sums[i] += v
-                st.counts[i] += 1.0
-            return
-        st.b_sum += v
-        st.b_n += 1
-        if v > st.b_top:
-            st.b_top = v
-            st.b_top_ids = (event.run_id, event.event_id)
-
-    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
-        st = state
-        if not isinstance(st, RateState) or st.bucket < 0:
-            return
-        b = int(watermark // self.params.bucket_s)  # buckets ending at or before the watermark
-        if b > st.bucket:
-            self._roll(st, b, ctx)
-            st.bucket = b
-            ctx.changed(self, st)
-
-    # -- buckets ---------------------------------------------------------------------------------
-    def _roll(self, st: RateState, new_bucket: int, ctx: Context) -> None:
-        """Close the open bucket and every empty one before ``new_bucket``."""
-        b = st.bucket
-        self._close(st, b, st.b_sum, st.b_n, st.b_top_ids, ctx)
-        st.b_sum, st.b_n, st.b_top, st.b_top_ids = 0.0, 0, -INF, None
-        gap = new_bucket - b - 1
-        if gap > self._max_gap:
-            # A silence of more than a day: start the window afresh and learn nothing from it.
-            for i in range(self._w):
-                st.sums[i] = st.counts[i] = 0.0
-                st.tops[i] = None
-            return
-        for k in range(b + 1, new_bucket):
-            self._close(st, k, 0.0, 0, None, ctx)
-
-    def _close(self, st: RateState, b: int, total: float, n: int, top, ctx: Context) -> None:
-        i = b % self._w
-        st.sums[i] = total
-        st.counts[i] = float(n)
-        st.tops[i] = top
-        st.closed += 1
-        if st.closed < self._w:
-            return  # the window is not full yet
-        self._evaluate(st, (b + 1) * self.params.bucket_s, ctx)
-
-    # -- decisions -------------------------------------------------------------------------------
-    def _evaluate(self, st: RateState, t_end: float, ctx: Context) -> None:
-        p = self.params
-        volume = sum(st.counts)
-        total = sum(st.sums)
-        if self._geo:
-            x = math.exp(total / volume) - self._floor if volume > 0 else math.nan
-        elif self._mean:
-            x = total / volume if volume > 0 else math.nan
-        else:
-            x = total / self._window_min
-        t_mid = t_end - 0.5 * p.window_s
-        base = st.base
-        floor = self._floor
-        breached = False
-        cleared = True
-        lc = st.lc
-        ready = base.n >= 10 and t_end - st.learn_from >= p.warmup_s
-        y = math.log(max(x + floor, 1e-12)) if x == x else math.nan
-        z = ratio = expected = math.nan
-        if ready and volume >= p.min_volume and x == x:
-            mean, sd = base.predict(t_mid, self._a["min_slot_samples"], p.min_sd)
-            expected = max(math.exp(mean) - floor, 0.0)
-            z = (y - mean) / sd
-            up_ratio = x / expected if expected > 0 else (INF if x > 0 else 1.0)
-            if self._up and up_ratio >= p.min_ratio and z >= p.z_threshold \
-                    and x - expected >= p.min_increase:
-                breached = True
-            if self._down and up_ratio * p.min_ratio <= 1.0 and z <= -p.z_threshold \
-                    and expected - x >= p.min_increase:
-                breached = True
-            # The ratio in the direction watched (both: whichever way it moved).
-            if not self._down:
-                ratio = up_ratio
-            elif not self._up:
-                ratio = 1.0 / up_ratio if up_ratio > 0 else INF
-            else:
-                ratio = max(up_ratio, 1.0 / up_ratio if up_ratio > 0 else INF)
-            cleared = not breached and ratio < p.clear_ratio
-            st.last_obs, st.last_expected, st.last_ratio = x, expected, ratio
-        elif lc.status != "ok" and volume < p.min_volume:
-            cleared = True  # the traffic behind the problem is gone
-        action = self._policy.step(lc, t_end, breached, cleared)
-        if lc.status != "ok" and ratio == ratio:
-            lc.peak = max(lc.peak, ratio)
-        if action == "trigger":
-            self._trigger(st, t_end, x, expected, z, ratio, int(volume), ctx)
-        elif action == "resolve":
-            self._resolve(st, t_end, x, ratio, ctx, accepted=False)
-        elif lc.status == "firing" and p.max_firing_s and t_end - lc.fired_at >= p.max_firing_s:
-            self._resolve(st, t_end, x, ratio, ctx, accepted=True)
-            lc.status, lc.clear_since = "ok", None
-            if y == y:  # the level it stuck at is the new normal
-                season = base.seasonal(t_mid, self._a["min_slot_samples"])
-                base.fast = y
-                if season == season:
-                    base.offset = y - season
-        st.active = lc.active
-        # Learn only from what is not (part of) a problem, and from windows with min_volume events
-        # (decisions need them too; near-empty windows would only add noise to the log scale).
-        if lc.status == "ok" and not breached and y == y and volume >= p.min_volume:
-            base.learn(t_mid, y, **self._a)
-            if st.learn_from != st.learn_from:
-                st.learn_from = t_end
-
-    def _what(self) -> str:
-        f = self._fieldname
-        if self._geo:
-            return {"cost_usd": "typical cost per event", "total_tokens": "typical tokens per event",
-                    "latency_s": "typical latency"}.get(self._fieldname,
-                                                         f"typical {self._fieldname}")
-        if self._mean:
-            return {"cost_usd": "cost per event", "total_tokens": "tokens per event",
-                    "input_tokens": "input tokens per event",
-                    "output_tokens": "output tokens per event"}.get(f, f"mean {f}")
-        return {"cost_usd": "spend", "total_tokens": "token burn", "input_tokens": "input token burn",
-                "output_tokens": "output token burn", "count": "event rate"}.get(f, f"{f} per minute")
-
-    def _fmt(self, x: float) -> str:
-        return amount(self._fieldname, x) + ("" if self._mean else "/min")
-
-    def _trigger(self, st: RateState, t_end: float, x: float, expected: float, z: float,
-                 ratio: float, volume: int, ctx: Context) -> None:
-        p = self.params
-        lc = st.lc
-        went = "up" if x >= expected else "down"
-        severity = escalate(p.severity, ratio, p.escalate_ratio)
-        if p.escalate_increase:
-            severity = max(severity, escalate(p.severity, abs(x - expected), p.escalate_increase),
-                           key=_SEVERITIES.index)
-        lc.severity = severity
-        threshold = expected * p.min_ratio if went == "up" else expected / p.min_ratio
-        summary = (f"{segment_text(st.segment)}: {self._what()} {went} {ratio:.3g}× — "
-                   f"{self._fmt(x)} vs usual {self._fmt(expected)} over the last "
-                   f"{duration(p.window_s)} ({volume} events)")
-        ctx.emit(self.incident(
-            action="trigger", segment=st.segment, ctx=ctx, severity=severity, summary=summary,
-            window_start=lc.since - p.window_s, window_end=t_end, detected_at=t_end,
-            observed=x, baseline=expected, threshold=threshold, score=z,
-            evidence=self._evidence(st, volume)))
-
-    def _resolve(self, st: RateState, t_end: float, x: float, ratio: float, ctx: Context,
-                 accepted: bool) -> None:
-        p = self.params
-        lc = st.lc
-        lasted = duration(t_end - lc.since)
-        if accepted:
-            summary = (f"{segment_text(st.segment)}: {self._what()} still {ratio:.3g}× usual after "
-                       f"{lasted}; accepted as the new normal (baseline re-learns)")
-        elif x == x and ratio == ratio:
-            summary = (f"{segment_text(st.segment)}: {self._what()} back to {self._fmt(x)} "
-                       f"({ratio:.3g}× usual) after {lasted}; peak {lc.peak:.3g}×")
-        else:
-            summary = (f"{segment_text(st.segment)}: {self._what()} problem over after {lasted} "
-                       f"(traffic below min_volume); peak {lc.peak:.3g}×")
-        ctx.emit(self.incident(
-            action="resolve", segment=st.segment, ctx=ctx, severity=lc.severity, summary=summary,
-            window_start=lc.since - p.window_s, window_end=t_end, detected_at=t_end,
-            observed=x, baseline=st.last_expected, score=lc.peak,
-            evidence={"peak_ratio": lc.peak, "accepted_as_normal": accepted}))
-        lc.peak = 0.0
-
-    def _evidence(self, st: RateState, volume: int) -> dict[str, Any]:
-        p = self.params
-        run_ids: list[str] = []
-        event_ids: list[str] = []
-        for top in st.tops:
-            if top is not None and len(event_ids) < 5:
-                if top[0] not in run_ids:
-                    run_ids.append(top[0])
-                event_ids.append(top[1])
-        return {"run_ids": run_ids, "event_ids": event_ids, "events_in_window": volume,
-                "field": self._fieldname, "aggregate": p.aggregate, "direction": p.direction,
-                "window_s": p.window_s, "bucket_s": p.bucket_s}
-
-    # -- contract test hooks -----------------------------------------------------------------------
-    @classmethod
-    def _unit_test_params(cls) -> dict[str, Any]:
-        return {"name": "cost-per-route-test", "type": cls.type_name, "field": "cost_usd",
-                "aggregate": "mean", "group_by": ["app", "route"], "warmup_s": 600,
-                "min_volume": 5}
-
-    @classmethod
-    def _unit_test_anomaly(cls) -> tuple[list[dict], list[dict]]:
-        t0 = 1_767_600_000.0
-        normal = [_ev(f"n{i}", f"r{i}", t0 + i * 5, input_tokens=800 + (i * 37) % 400,
-                      output_tokens=200 + (i * 11) % 100, cost_usd=0.001 + (i % 7) * 0.0001)
-                  for i in range(720)]  # 1 h, one event every 5 s
-        t1 = t0 + 720 * 5
-        anomalous = [_ev(f"a{i}", f"ra{i}", t1 + i * 5, input_tokens=800, output_tokens=200,
-                         cost_usd=0.02) for i in range(60)]
-        return normal, anomalous
-
-
-def _ev(event_id: str, run_id: str, ts: float, **kw: Any) -> dict:
-    return {"schema_version": "1", "event_id": event_id, "run_id": run_id, "ts": ts,
-            "app": "unit-app", "route": "unit-route", "model": "unit-model", **kw}
-
-
-def _finite_or_none(x: float) -> Optional[float]:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

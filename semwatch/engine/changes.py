@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from detectors.state import PlainState
-from semwatch.models import SuspectedChange, format_ts, RunEvent
+from semwatch.engine.state import PlainState
+from semwatch.contract import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
 MAX_VALUES = 16  # per field and scope: a hostile stream cannot grow this without bound

@@ -56,10 +56,12 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from detectors.base import Context, Detector, DetectorParams, Evidence, SegmentState, register
-from detectors.lifecycle import Lifecycle, LifecyclePolicy
-from semwatch.models import RunEvent
-from semwatch.redact import redact
+from semwatch.engine.formatting import duration
+from semwatch.engine.tuning import Point, SignalProbe
+from semwatch.engine.detector import Context, Detector, DetectorParams, Evidence, SegmentState, register
+from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
+from semwatch.contract import RunEvent
+from semwatch.contract.redact import redact
 
 # Bucket row layout (plain lists keep the pickled state small). _WHO: crc32 of the conversations
 # (else runs) of its refusals, at most min_conversations of them: enough to tell whether a window
@@ -247,6 +249,8 @@ class RefusalSpikeDetector(Detector):
     """Refusal rate of ordinary requests per segment vs an online, protected, hierarchical baseline."""
 
     type_name = "false_refusal_spike"
+    # Significance and sustain: alpha trades false alarms for sensitivity, for_s for earliness.
+    tuning_space = {"alpha": [1e-3, 1e-4, 1e-5, 1e-6], "for_s": [15.0, 45.0, 90.0]}
     kind = "false_refusal_spike"
     Params = RefusalSpikeParams
 
@@ -559,7 +563,7 @@ class RefusalSpikeDetector(Detector):
 
     def _emit_trigger(self, st: RefusalSpikeState, v: _Verdict, now: float, ctx: Context) -> None:
         summary = (f"{self._label(st.segment)}: {v.best_rate:.0%} of ordinary requests refused over "
-                   f"{_duration(v.at - v.best_start)} ({v.best_k} of {v.best_n}; baseline {v.p0:.1%})")
+                   f"{_nonnegative_duration(v.at - v.best_start)} ({v.best_k} of {v.best_n}; baseline {v.p0:.1%})")
         severity = self._severity(v)
         st.lc.severity = severity
         evidence = self._evidence(st, v)
@@ -576,7 +580,7 @@ class RefusalSpikeDetector(Detector):
         label = self._label(st.segment)
         peak = st.lc.peak
         if idle or verdict is None:
-            summary = (f"resolved: {label}: no traffic for {_duration(now - st.max_ts)} "
+            summary = (f"resolved: {label}: no traffic for {_nonnegative_duration(now - st.max_ts)} "
                        f"(peak refusal rate {peak:.0%})")
             observed = baseline = None
             if st.last_eval:
@@ -597,6 +601,21 @@ class RefusalSpikeDetector(Detector):
             evidence=ev))
 
     # -- contract test -------------------------------------------------------------------------
+    def probe(self, segment: dict[str, str], window: dict) -> SignalProbe:
+        p = self.params
+        last: list = [None]  # the evaluation time of the last point: one point per evaluation
+
+        def read(engine, event) -> Optional[Point]:
+            st = engine.get(self, segment)
+            if st is None or not st.last_eval or st.last_eval[5] == last[0]:
+                return None
+            n, k, rate, p0, _, at = st.last_eval[:6]
+            last[0] = at
+            return (at, rate if n else None, p0, max(p0 + p.min_increase, p.min_ratio * p0), None)
+
+        return SignalProbe(f"refusal rate over {p.window_s:g} s", read,
+                           "material: max(baseline + min_increase, min_ratio × baseline)")
+
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"for_s": 30.0}
@@ -619,10 +638,5 @@ class RefusalSpikeDetector(Detector):
         return events(t0, 1800, 50, "n"), events(t0 + 1800, 300, 2, "a")
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+def _nonnegative_duration(seconds: float) -> str:
+    return duration(max(0.0, seconds))

@@ -1,61 +1,22 @@
-"""The shared contracts: the normalized run event, the incident record and labelled windows.
+"""The normalized run event: one completed model call or agent-run step (docs/contracts.md).
 
-Field names and meanings are fixed by DESIGN.md. Validation errors name the field (pydantic's
-``loc``), so a dead-letter reason reads like ``schema: input_tokens: Input should be greater than or
-equal to 0``.
+Field names follow the OpenTelemetry GenAI semantic conventions where one exists. Validation errors
+name the field (pydantic's ``loc``), so a dead-letter reason reads like ``schema: input_tokens: Input
+should be greater than or equal to 0``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SEGMENT_FIELDS_CHANGE_TRACKED = ("prompt_version", "model", "route", "provider")
-
-KINDS = ("false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike", "threshold")
-Kind = Literal["false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike", "threshold"]
-Severity = Literal["SEV-1", "SEV-2", "SEV-3"]
-SEVERITIES = ("SEV-1", "SEV-2", "SEV-3")
+from semwatch.contract.times import parse_ts
 
 # Short strings stay short: ids and labels are bounded so one hostile record cannot blow up state.
 _ID = Field(min_length=1, max_length=256)
 _LABEL = Field(default=None, max_length=256)
-
-
-def parse_ts(value: Any) -> float:
-    """RFC 3339 string or epoch seconds -> epoch seconds (float, UTC)."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be an RFC 3339 string or epoch seconds, not a boolean")
-    if isinstance(value, (int, float)):
-        ts = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            # The value is not echoed: the detail goes to logs and DLQ headers, and may be anything.
-            raise ValueError(f"not an RFC 3339 timestamp (a string of {len(value)} characters)") from None
-        if parsed.tzinfo is None:
-            raise ValueError("timestamp has no UTC offset; RFC 3339 requires one (e.g. 'Z')")
-        ts = parsed.timestamp()
-    else:
-        raise ValueError("timestamp must be an RFC 3339 string or epoch seconds")
-    if not math.isfinite(ts) or ts < 0 or ts > 32503680000:  # year 3000
-        raise ValueError("timestamp out of range")
-    return ts
-
-
-def format_ts(ts: float) -> str:
-    """Epoch seconds -> RFC 3339 UTC with milliseconds (``2026-01-05T10:00:00.000Z``)."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
 
 
 class ToolCall(BaseModel):
@@ -69,7 +30,7 @@ class ToolCall(BaseModel):
 
 
 class RunEvent(BaseModel):
-    """One completed model call or agent-run step (DESIGN.md, "the normalized run event")."""
+    """One completed model call or agent-run step (docs/contracts.md)."""
 
     # Unknown fields are kept but ignored; NaN/inf never pass as numbers.
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -153,87 +114,6 @@ class RunEvent(BaseModel):
         if isinstance(v, (int, float)) and math.isfinite(v):
             return float(v)
         return None
-
-
-class SuspectedChange(BaseModel):
-    field: str
-    from_: Optional[str] = Field(default=None, alias="from")
-    to: Optional[str] = None
-    first_seen: str
-
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class Incident(BaseModel):
-    """An incident trigger or resolve (DESIGN.md, "the incident record")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    incident_id: str
-    dedup_key: str
-    event_action: Literal["trigger", "resolve"]
-    severity: Severity
-    kind: Kind
-    detector: str
-    summary: str
-    segment: dict[str, str]
-    observed: Optional[float] = None
-    baseline: Optional[float] = None
-    threshold: Optional[float] = None
-    score: Optional[float] = None
-    window_start: str
-    window_end: str
-    detected_at: str
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    suspected_changes: list[SuspectedChange] = Field(default_factory=list)
-    runbook_url: Optional[str] = None
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
-
-
-def incident_id_for(dedup_key: str, event_action: str, detected_at: float) -> str:
-    """Deterministic id: replay and the worker give the same incident the same id."""
-    raw = f"{dedup_key}|{event_action}|{detected_at:.3f}".encode()
-    return hashlib.sha256(raw).hexdigest()[:24]
-
-
-def dedup_key_for(detector: str, segment: dict[str, str], extra: str = "") -> str:
-    """Stable key for one ongoing problem: detector + segment (+ e.g. a run id)."""
-    body = ",".join(f"{k}={segment[k]}" for k in sorted(segment))
-    if extra:
-        body += f"|{extra}"
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return f"{detector}/{digest}"
-
-
-def is_optional(label: Any) -> bool:
-    """A labelled window marked ``"optional": true``: a real but minor condition that evaluation
-    neither requires nor counts as a false alarm (see semwatch/evaluate.py).
-
-    >>> is_optional({"kind": "threshold", "optional": True}), is_optional({"kind": "threshold"})
-    (True, False)
-    """
-    return label.get("optional") is True
-
-
-class LabelledWindow(BaseModel):
-    """A labelled incident window for generate / evaluate / tune."""
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: Kind
-    start: float
-    end: float
-    segment: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _ts(cls, value: Any) -> float:
-        return parse_ts(value)
 
 
 def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
