@@ -10,22 +10,10 @@ from typing import Iterable, Optional
 from semwatch.settings import Settings
 
 
-def client_security_kwargs(settings: Settings) -> dict:
-    """kafka-python keyword arguments for the configured security settings."""
-    sec = settings.kafka_client_kwargs()
-    kwargs = {"security_protocol": sec.pop("security_protocol")}
-    if "sasl_mechanism" in sec:
-        kwargs.update(sasl_mechanism=sec["sasl_mechanism"], sasl_plain_username=sec["sasl_plain_username"],
-                      sasl_plain_password=sec["sasl_plain_password"])
-    if "ssl_context" in sec:
-        kwargs["ssl_context"] = sec["ssl_context"]
-    return kwargs
-
-
 def make_producer(settings: Settings):
     from kafka import KafkaProducer
 
-    kwargs = client_security_kwargs(settings)
+    kwargs = settings.kafka_python_kwargs()
     return KafkaProducer(bootstrap_servers=settings.bootstrap_servers().split(","), linger_ms=20,
                          batch_size=256 * 1024, max_request_size=16 * 1024 * 1024, acks=1, **kwargs)
 

@@ -124,6 +124,18 @@ class Settings(BaseSettings):
             kwargs["ssl_context"] = self.ssl_context()
         return kwargs
 
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (admin, producer): the same security settings
+        under kafka-python's names."""
+        sec = self.kafka_client_kwargs()
+        kwargs = {"security_protocol": sec.pop("security_protocol")}
+        if "sasl_mechanism" in sec:
+            kwargs.update(sasl_mechanism=sec["sasl_mechanism"], sasl_plain_username=sec["sasl_plain_username"],
+                          sasl_plain_password=sec["sasl_plain_password"])
+        if "ssl_context" in sec:
+            kwargs["ssl_context"] = sec["ssl_context"]
+        return kwargs
+
     def ssl_context(self):
         import ssl
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a worker. Names and labels are fixed (DESIGN.md conventions; the alert
+"""Prometheus metrics of a worker. Names and labels are fixed (docs/architecture.md conventions; the alert
 rules in config/prometheus/ and the Grafana dashboard depend on them).
 
 Only bounded labels: detector, kind, severity, reason, event_action. Never run, user or entity ids.
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # the *_created series only add noise to dashboards
 
 from semwatch.contract import Incident
+from sinks.base import IncidentSink
 
 DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized")
 
@@ -79,3 +80,14 @@ class WorkerMetrics:
         """Serve /metrics; port 0 picks a free one. Returns the port."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server.server_port
+
+
+class MetricsSink(IncidentSink):
+    """Counts incidents and keeps the open-incident gauge (``semwatch_incidents_total`` and
+    ``semwatch_incidents_open``)."""
+
+    def __init__(self, metrics: WorkerMetrics):
+        self.metrics = metrics
+
+    def add(self, incident: Incident) -> None:
+        self.metrics.incident(incident)

@@ -25,10 +25,9 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import MutableMapping
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from semwatch.config import SemwatchConfig
 from streams import hop
@@ -37,9 +36,11 @@ from semwatch.contract import Incident, RunEvent
 from streams.reorder import ReorderBuffer
 from semwatch.settings import Settings
 from semwatch.ingest.validation import validate_record
-from sinks.kafka import incident_record
-from sinks.metrics import WorkerMetrics
-from streams import state_codec
+from sinks.base import IncidentSink
+from sinks.kafka import KafkaIncidentSink
+from sinks.log import LogSink
+from sinks.metrics import MetricsSink, WorkerMetrics
+from streams import faust_compat, state_codec
 
 log = logging.getLogger("semwatch.worker")
 
@@ -85,52 +86,6 @@ class PartitionState(MutableMapping):
         return sum(1 for _ in self)
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    fetch_max_wait_ms = 1500  # Faust's own value; set from Settings.fetch_max_wait_s
-
-    def _create_worker_consumer(self, transport):
-        consumer = super()._create_worker_consumer(transport)
-        # Read by AIOKafkaConsumer.start() when it builds its fetcher.
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        thread = _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-        thread.fetch_max_wait_ms = self.app.semwatch_fetch_max_wait_ms
-        return thread
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    """faust.App with a hook that runs before Faust waits for every handed-out message's ack.
-
-    Faust waits so on stop and on every rebalance. Events held in the reorder buffer are acked only
-    once processed, and what would release them may never come: the slower input partition may not
-    catch up, validate may have stopped between a batch and its watermark, and the release timer
-    stops before the consumer does. Without the hook a stop hangs until it is killed.
-    """
-
-    before_wait_empty: Optional[Callable[[], Awaitable[None]]] = None
-    semwatch_fetch_max_wait_ms = 1500
-
-    def _new_transport(self):
-        # Faust's aiokafka transport with the consumer's fetch wait made configurable.
-        transport = super()._new_transport()
-        if type(transport) is faust_aiokafka.Transport:
-            return _Transport(self.conf.broker_consumer, self)
-        return transport
-
-    async def _consumer_wait_empty(self, consumer, logger) -> None:
-        if self.before_wait_empty is not None:
-            await self.before_wait_empty()
-        await super()._consumer_wait_empty(consumer, logger)
-
-
 class SemwatchApp:
     def __init__(self, settings: Settings, config: SemwatchConfig,
                  metrics: Optional[WorkerMetrics] = None):
@@ -147,7 +102,8 @@ class SemwatchApp:
         self._source_wm: dict[int, float] = {}  # input partition -> highest event time validated
         self._flushing = False  # set on stop/rebalance: held events are processed, not held
 
-        app = _App(
+        faust_compat.check()
+        app = faust_compat.App(
             settings.app_id,
             broker=settings.faust_broker(),
             broker_credentials=settings.faust_credentials(),
@@ -202,6 +158,10 @@ class SemwatchApp:
         app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.before_wait_empty = self._process_held
+        # Where incidents go, in this order at each checkpoint: the incidents topic (acked by the
+        # broker), then the counters and the log.
+        self.sinks: list[IncidentSink] = [KafkaIncidentSink(self.incidents_topic.send),
+                                          MetricsSink(self.metrics), LogSink()]
 
     async def _announce_ready(self) -> None:
         # Tasks start after partition assignment and table recovery: the worker now processes.
@@ -314,10 +274,9 @@ class SemwatchApp:
                 source = _header(msg, SOURCE_HEADER) or "?"
                 # A packed record's events are grouped by key, not in event-time order across
                 # keys: the source's progress comes from the watermark record that follows its
-                # batch. A single-event record (older workers) is its own progress, as before.
-                progress = not hop.is_packed(msg.value or b"")
+                # batch, not from the events themselves.
                 for event in packed:
-                    buf.add(source, event.ts, (event, ev), progress)
+                    buf.add(source, event.ts, (event, ev), False)
                 watermark = _header(msg, WATERMARK_HEADER)
                 if watermark is not None:
                     try:
@@ -372,15 +331,11 @@ class SemwatchApp:
         # written: a crash in between replays the events and re-emits the same incident
         # (same incident_id, deterministic), rather than a state that says "already paged"
         # for a page that was never sent.
-        sent = []
         for inc in incidents:
-            sent.append(await self.incidents_topic.send(key=inc.dedup_key.encode(),
-                                                        value=incident_record(inc)))
-            self.metrics.incident(inc)
-            log.info("incident %s %s %s %s", inc.event_action, inc.severity, inc.dedup_key,
-                     inc.summary)
-        for fut in sent:
-            await fut
+            for sink in self.sinks:
+                sink.add(inc)
+        for sink in self.sinks:
+            await sink.flush()
         await self._write_changelog(partition, engine)
         for _, ev in ready:
             ev.ack()

@@ -5,8 +5,11 @@ partition key meet in one detect partition. Faust's cost is per record, not per 
 reads ~10k records per CPU-second whatever their size), so one record per event made the hop cost
 more than the detectors. The validate stage therefore packs the events of one batch that share a
 partition key and an input partition into one record: a JSON array of the events' original bytes.
-A single-object record (the format before packing) is still read, so a keyed topic written by an
-older worker drains after an upgrade.
+
+Each event is parsed twice on the data path: by the validate stage (to dead-letter bad records and
+to find the partition key) and here, in the detect stage. Measured: ``model_validate_json`` costs
+about 2 µs per event against about 100 µs for the detectors, and the keyed topic carries JSON so that
+a record forged onto it is validated like any other input rather than trusted.
 
 >>> records = list(pack([b'{"a":1}', b'{"b":2}', b'{"c":3}'], max_bytes=18))
 >>> records
@@ -28,7 +31,7 @@ def pack(values: Iterable[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]
     """(record, number of events) with records of at most ``max_bytes``, order kept.
 
     Each value is one valid JSON object (checked by the validate stage); an event bigger than
-    ``max_bytes`` travels alone, as it did before packing.
+    ``max_bytes`` travels alone.
     """
     chunk: list[bytes] = []
     size = 2  # the brackets
@@ -42,13 +45,6 @@ def pack(values: Iterable[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]
         yield b"[" + b",".join(chunk) + b"]", len(chunk)
 
 
-def is_packed(value: bytes) -> bool:
-    """A JSON array of events (this format), not a single event (the format before packing)."""
-    return value.lstrip()[:1] == b"["
-
-
 def unpack(value: bytes) -> list[RunEvent]:
     """The events of one keyed record; raises pydantic's ValidationError on a broken record."""
-    if is_packed(value):
-        return _EVENT_LIST.validate_json(value)
-    return [RunEvent.model_validate_json(value)]
+    return _EVENT_LIST.validate_json(value)

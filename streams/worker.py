@@ -55,10 +55,8 @@ def ensure_topics(settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from semwatch.kafka_out import client_security_kwargs
-
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers().split(","),
-                             client_id=f"{settings.app_id}-admin", **client_security_kwargs(settings))
+                             client_id=f"{settings.app_id}-admin", **settings.kafka_python_kwargs())
     try:
         names = [settings.topics.runs, settings.topics.incidents, settings.topics.dlq,
                  f"{settings.app_id}.runs.keyed", f"{settings.app_id}-state-changelog"]

@@ -43,7 +43,7 @@ import_all_detectors()
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOK_BASE = "https://runbooks.contract.test/semwatch"
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-TYPES = sorted(REGISTRY)
+TYPES = sorted(t for t, c in REGISTRY.items() if c.__module__.startswith(("detectors.", "rules.")))
 
 
 @lru_cache(maxsize=1)
@@ -197,3 +197,9 @@ def check_incidents(cls: type[Detector], incidents: list[Incident], events: list
         assert "RAW-REQUEST-TEXT" not in blob
         for text in texts:
             assert text not in blob, "raw request_text in incident"
+
+
+#: Every per-type check, for detectors defined outside detectors/ and rules/ (tests, plugins).
+CHECKS = [test_params_validate, test_flat_stream_raises_nothing, test_anomalous_tail_triggers,
+          test_replay_is_deterministic, test_state_pickles_and_restores_mid_stream,
+          test_no_personal_data_or_request_text_in_incidents]

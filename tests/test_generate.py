@@ -29,7 +29,7 @@ def _is_num(x):
 
 
 def validate_event(ev: dict) -> list[str]:
-    """Problems with one event against the DESIGN.md normalized run event contract."""
+    """Problems with one event against the normalized run event contract (docs/contracts.md)."""
     p = []
     for f in ("schema_version", "event_id", "run_id", "ts", "app", "model"):
         if f not in ev:

@@ -205,7 +205,7 @@ _OPTIONAL_STR = {"route", "provider", "prompt_version", "tenant", "conversation_
 
 
 def check_event(event: dict) -> None:
-    """Hand-written check of the DESIGN.md run-event contract."""
+    """Hand-written check of the run-event contract (docs/contracts.md)."""
     missing = _REQUIRED - event.keys()
     assert not missing, f"missing required fields {missing}"
     assert event["schema_version"] == "1"

@@ -1,4 +1,4 @@
-"""OpenTelemetry input: OTLP/JSON trace exports -> normalized run events (DESIGN.md).
+"""OpenTelemetry input: OTLP/JSON trace exports -> normalized run events (docs/contracts.md).
 
 The OpenTelemetry Collector's kafka exporter with ``encoding: otlp_json`` writes one
 ``ExportTraceServiceRequest`` per Kafka record. :func:`decode_export` turns such a record into a dict
@@ -487,7 +487,7 @@ def spans_to_events(
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Map one OTLP/JSON trace export to (normalized run events, rejected spans).
 
-    Events are JSON-ready dicts per DESIGN.md, ordered by ``ts`` then ``event_id``; rejected spans are
+    Events are JSON-ready dicts per docs/contracts.md, ordered by ``ts`` then ``event_id``; rejected spans are
     ``(span identifier, reason)`` pairs. See the module docstring for the mapping rules.
     """
     rejected: list[tuple[str, str]] = []
