@@ -25,9 +25,25 @@ event time): the sustain is ``for_s`` of event time even in a segment that has g
 "until the lagging watermark or the segment's next request comes by". Buckets are learnt, and the
 clear is judged, at bucket boundaries only; the lifecycle never steps back in event time.
 
-A breach held for ``for_s`` triggers (``detectors.lifecycle``); the incident resolves once the rate
+A second, sequential test judges everything since a rise began, for segments too quiet for any
+window (a request a minute): per request, two CUSUMs add the log-likelihood ratio of "refused at a
+material rate" (the line ``max(p0 + min_increase, min_ratio * p0)``, and three times as far above
+``p0``) against "refused at ``p0``", divided by the over-dispersion, never below zero. Either one
+reaching ``h`` is a breach (with ``min_refused`` refusals from ``min_conversations`` conversations
+since the rise began, at a material rate), and triggers at once: accumulated evidence is its own
+sustain. ``h = max(ln(1/alpha), ln(requests per day x sequential_false_alarm_days)) + ln 2``: by
+Lorden's bound a CUSUM's mean run between false alarms is at least ``e^h`` requests, so one segment
+false-alarms less than once in ``sequential_false_alarm_days`` at its own traffic (measured ~20x
+less often), and quiet segments need less evidence than busy ones. While its evidence is above zero,
+buckets leaving the window are not learnt yet: they are learnt once it falls back to zero and
+dropped if it triggers, so a bad prompt version does not become its own baseline while it slowly
+accumulates evidence. The window test keeps its speed on busy segments.
+
+A breach held for ``for_s`` triggers (``semwatch.engine.lifecycle``); the incident resolves once the rate
 over the whole window stays at or below ``p0 + clear_increase`` for ``clear_for_s`` (hysteresis), or
-when the segment gets no traffic for ``idle_resolve_s`` (e.g. the bad prompt version was rolled
+when the segment gets no traffic for ``idle_resolve_s``, or ten of its mean gaps between requests
+since the rise began if that is longer (a route at a request a minute often goes five minutes without
+one; ten mean gaps of Poisson traffic pass unbroken with probability e^-10) (e.g. the bad prompt version was rolled
 back). Trigger and resolve share one ``dedup_key`` and severity: SEV-1 for a high rate at high
 volume, SEV-3 for a small rise or little traffic, else ``severity``.
 
@@ -161,6 +177,13 @@ class RefusalSpikeParams(DetectorParams):
     # otherwise `severity` (SEV-2 by default).
     sev3_max_increase: float = Field(default=0.2, ge=0, le=1)
     sev3_max_requests: int = Field(default=40, ge=0)
+    # Sequential test since the onset (see the module docstring); false disables it.
+    sequential: bool = True
+    # Its false-alarm budget: one segment false-alarms less than once in this many days at its own
+    # traffic (a conservative bound). Raising it: fewer, later pages on quiet segments.
+    sequential_false_alarm_days: float = Field(default=90.0, gt=0)
+    # Deferred (not yet learnt) buckets kept per segment while its sequential evidence is up.
+    max_deferred: int = Field(default=240, ge=0, le=2000)
     # Refused samples (ids and redacted excerpts) kept as evidence.
     evidence_samples: int = Field(default=5, ge=0, le=20)
 
@@ -219,6 +242,14 @@ class RefusalSpikeState(BaselineCounts):
     disp: float = 1.0
     disp_w: float = 0.0
     block: list = field(default_factory=list)
+    # Sequential test: [S for the material line, S for three times as far, requests and refusals
+    # since the onset, onset time, conversation hashes of those refusals (at most
+    # min_conversations)]; its reference [p0, dispersion, h, and the four log-ratios] is refreshed
+    # at bucket boundaries, when the baseline can change.
+    seq: list = field(default_factory=lambda: [0.0, 0.0, 0, 0, 0.0, []])
+    seq_ref: list = field(default_factory=list)
+    # Buckets that left the window while the sequential evidence was above zero: [start, n, k].
+    deferred: list = field(default_factory=list)
 
 
 @dataclass
@@ -241,6 +272,12 @@ class _Verdict:
     best_rate: float = 0.0
     best_start: float = 0.0
     log_p: float = 0.0  # natural log of its p-value (0 when not computed)
+    # The sequential test: breached (then best_* describe everything since the onset), its
+    # log-likelihood ratio and threshold.
+    seq_breached: bool = False
+    decided_by: str = "window"
+    seq_llr: float = 0.0
+    seq_h: float = 0.0
 
 
 # -- the detector -------------------------------------------------------------------------------
@@ -293,6 +330,8 @@ class RefusalSpikeDetector(Detector):
             row[_FLAGGED] += 1
         else:
             row[_N] += 1
+            if p.sequential:
+                self._sequential_update(st, bool(event.refusal), event, ctx)
             if event.refusal:
                 row[_K] += 1
                 who = row[_WHO]
@@ -323,13 +362,20 @@ class RefusalSpikeDetector(Detector):
             # The sustain is event time: a quiet segment's breach is held (no request has diluted
             # it) once for_s has passed, not once the lagging watermark has come by.
             self._judge_now(st, ctx.now, ctx)
-        if st.lc.active and watermark - st.max_ts >= p.idle_resolve_s:
+        if st.lc.active and watermark - st.max_ts >= self._idle_after(st):
             if st.lc.status == "firing":
                 self._emit_resolve(st, max(watermark, st.max_ts), ctx, idle=True,
                                    verdict=None)
             st.lc = Lifecycle()
         st.active = st.lc.active
         ctx.changed(self, st)
+
+    def _idle_after(self, st: RefusalSpikeState) -> float:
+        """Silence that counts as "no traffic": idle_resolve_s, or ten mean gaps since the onset."""
+        n, onset = st.seq[2], st.seq[4]
+        if n >= 2 and st.max_ts > onset:
+            return max(self.params.idle_resolve_s, 10.0 * (st.max_ts - onset) / (n - 1))
+        return self.params.idle_resolve_s
 
     # -- windows -------------------------------------------------------------------------------
     @staticmethod
@@ -363,14 +409,22 @@ class RefusalSpikeDetector(Detector):
         p = self.params
         lo = at - p.window_s
         baseline = self._baseline(st, ctx)  # score first, then learn
-        # Buckets leaving the window teach the baseline unless they were part of a breach.
+        # Buckets leaving the window teach the baseline unless they were part of a breach; while
+        # the sequential evidence is up they wait (learnt if it falls back, dropped if it triggers).
+        evidence_up = p.sequential and (st.seq[0] > 0.0 or st.seq[1] > 0.0)
         while st.buckets and st.buckets[0][_START] < lo:
             row = st.buckets.pop(0)
             if row[_TAINTED]:
                 st.block = []
             elif row[_N] > 0:
-                self._learn(st, row[_N], row[_K], row[_START] + p.bucket_s, ctx)
-                self._learn_dispersion(st, row, baseline[0])
+                if evidence_up and p.max_deferred:
+                    st.deferred.append([row[_START], row[_N], row[_K]])
+                    if len(st.deferred) > p.max_deferred:
+                        self._learn_row(st, st.deferred.pop(0), baseline[0], ctx)
+                else:
+                    self._learn_row(st, row, baseline[0], ctx)
+        if p.sequential:
+            st.seq_ref = self._sequential_reference(st, baseline, ctx)
         rows = [r for r in st.buckets if r[_START] < at]
         if at <= st.judged_at:
             # Already judged at a later moment (on an event): this older window only teaches.
@@ -397,6 +451,11 @@ class RefusalSpikeDetector(Detector):
         was = lc.status
         st.judged_at = at
         action = self.policy.step(lc, at, verdict.breached, verdict.cleared)
+        if action is None and verdict.seq_breached and lc.status == "pending":
+            lc.since = min(lc.since, at - self.params.for_s)  # accumulated evidence is its own sustain
+            action = self.policy.step(lc, at, True, False)
+        if lc.active:
+            st.deferred = []  # part of the rise: never learnt
         if was == "ok" and lc.status != "ok":
             st.breach_start = verdict.best_start
             lc.peak = 0.0
@@ -428,8 +487,12 @@ class RefusalSpikeDetector(Detector):
         v = _Verdict(at=at, window_start=window_start, n=n, k=k, flagged=flagged, rate=rate, p0=p0,
                      baseline_from=source, history_n=history, dispersion=disp, breached=False,
                      cleared=(n > 0 and rate <= p0 + p.clear_increase))
-        if n < p.min_volume or k < p.min_refused or history < p.min_baseline_n:
-            return v  # no sub-window can pass either
+        if history < p.min_baseline_n:
+            return v  # learning only
+        if n < p.min_volume or k < p.min_refused:
+            if p.sequential:  # no sub-window can pass; everything since the onset still may
+                self._sequential_verdict(st, v)
+            return v
         log_alpha = math.log(p.alpha)
         sn = sk = 0
         who: set = set()
@@ -449,6 +512,8 @@ class RefusalSpikeDetector(Detector):
             if not v.best_n or log_p < v.log_p:
                 v.best_n, v.best_k, v.best_rate, v.best_start, v.log_p = sn, sk, srate, r[_START], log_p
         v.breached = bool(v.best_n) and v.log_p < log_alpha
+        if p.sequential:
+            self._sequential_verdict(st, v)
         return v
 
     @staticmethod
@@ -470,6 +535,83 @@ class RefusalSpikeDetector(Detector):
                 lo = mid + 1
         lo = max(lo, p.min_refused)
         return max(p0 + p.min_increase, p.min_ratio * p0, min(lo / n, 1.0) if n else 1.0)
+
+    # -- the sequential test --------------------------------------------------------------------
+    def _sequential_reference(self, st: RefusalSpikeState, baseline: tuple[float, str, float, float],
+                              ctx: Context) -> list:
+        """[p0, dispersion, h, log-ratios (refused, not) for the material and the large rise]."""
+        p = self.params
+        p0, _, _, disp = baseline
+        p0 = min(max(p0, 1e-6), 0.98)
+        material = min(max(p0 + p.min_increase, p.min_ratio * p0), 0.99)
+        large = min(p0 + 3.0 * (material - p0), 0.995)
+        # Requests per day: the busiest level of the baseline hierarchy (decayed counts in steady
+        # state hold rate x half-life / ln 2); a new prompt version inherits its route's traffic.
+        per_day = st.base_n
+        for fields in self._scopes:
+            level = ctx.get(self, self._scope_segment(st.segment, fields))
+            if level is not None:
+                per_day = max(per_day, level.base_n)
+        per_day *= math.log(2) * 86400.0 / p.baseline_half_life_s
+        h = max(-math.log(p.alpha), math.log(max(per_day * p.sequential_false_alarm_days, 1.0)))
+        h += math.log(2.0)  # two alternatives tested
+        return [p0, disp, h,
+                math.log(material / p0), math.log((1 - material) / (1 - p0)),
+                math.log(large / p0), math.log((1 - large) / (1 - p0))]
+
+    def _sequential_update(self, st: RefusalSpikeState, refused: bool, event: RunEvent,
+                           ctx: Context) -> None:
+        ref = st.seq_ref
+        if not ref:
+            ref = st.seq_ref = self._sequential_reference(st, self._baseline(st, ctx), ctx)
+        _, disp, h = ref[0], max(ref[1], 1.0), ref[2]
+        seq = st.seq
+        up = (ref[3], ref[5]) if refused else (ref[4], ref[6])
+        for j in (0, 1):
+            seq[j] = min(max(0.0, seq[j] + up[j] / disp), 2.0 * h)  # capped: recovery stays bounded
+        if seq[0] <= 0.0 and seq[1] <= 0.0:
+            seq[2:] = [0, 0, 0.0, []]
+            if st.deferred:  # the rise did not materialise: its buckets were ordinary after all
+                p0 = ref[0]
+                for row in st.deferred:
+                    self._learn_row(st, row, p0, ctx)
+                st.deferred = []
+            return
+        if seq[2] == 0:
+            seq[4] = event.ts
+        seq[2] += 1
+        if refused:
+            seq[3] += 1
+            who = seq[5]
+            if len(who) < self.params.min_conversations:
+                hsh = zlib.crc32((event.conversation_id or event.run_id).encode())
+                if hsh not in who:
+                    who.append(hsh)
+
+    def _sequential_verdict(self, st: RefusalSpikeState, v: "_Verdict") -> None:
+        p = self.params
+        if not st.seq_ref:
+            return
+        seq, h = st.seq, st.seq_ref[2]
+        v.seq_llr, v.seq_h = max(seq[0], seq[1]), h
+        v.cleared = v.cleared and v.seq_llr < h / 2.0
+        n, k = seq[2], seq[3]
+        if v.seq_llr < h or k < p.min_refused or len(seq[5]) < p.min_conversations or not n:
+            return
+        rate = k / n
+        if rate - v.p0 < p.min_increase or rate < p.min_ratio * v.p0:
+            return
+        v.seq_breached = True
+        if not v.breached:
+            v.breached = True
+            v.best_n, v.best_k, v.best_rate, v.best_start = n, k, rate, seq[4]
+            v.log_p = -v.seq_llr  # likelihood ratio in place of a p-value (Wald: P <= 1/LR)
+            v.decided_by = "sequential"
+
+    def _learn_row(self, st: RefusalSpikeState, row: list, p0: float, ctx: Context) -> None:
+        """Learn one bucket ([start, n, k, ...]) into the baseline and the dispersion estimate."""
+        self._learn(st, row[_N], row[_K], row[_START] + self.params.bucket_s, ctx)
+        self._learn_dispersion(st, row, p0)
 
     # -- baseline ------------------------------------------------------------------------------
     def _scope_segment(self, segment: dict[str, str], fields: tuple[str, ...]) -> dict[str, str]:
@@ -533,7 +675,7 @@ class RefusalSpikeDetector(Detector):
         """Magnitude: the breaching sub-window's rate. Blast radius: its traffic, per window_s (a
         prompt version rolled out a minute ago has a short history, not a small audience)."""
         p = self.params
-        volume = v.best_n * p.window_s / max(v.at - v.best_start, p.short_window_s)
+        volume = max(v.best_n * p.window_s / max(v.at - v.best_start, p.short_window_s), v.n)
         if v.best_rate >= p.sev1_min_rate and volume >= p.sev1_min_requests:
             return "SEV-1"
         if v.best_rate - v.p0 < p.sev3_max_increase or volume < p.sev3_max_requests:
@@ -559,6 +701,9 @@ class RefusalSpikeDetector(Detector):
             if v.best_n:
                 ev.update({"requests": v.best_n, "refused": v.best_k,
                            "p_value": math.exp(v.log_p) if v.log_p > -700 else 0.0})
+            if v.seq_h:
+                ev.update({"test": v.decided_by, "sequential_log_lr": round(v.seq_llr, 3),
+                           "sequential_h": round(v.seq_h, 3)})
         return ev
 
     def _emit_trigger(self, st: RefusalSpikeState, v: _Verdict, now: float, ctx: Context) -> None:

@@ -191,16 +191,21 @@ def test_benign_rollout_does_not_fire():
     assert run(events)[0] == []
 
 
-def test_low_volume_never_fires():
+def test_the_window_test_needs_volume_the_sequential_test_does_not():
     # v13 refuses everything, but one request every 10 s is 18 per 3-min window: below min_volume.
-    detector = make_detector(min_volume=20)
-    v13 = [event(10**6 + i, T0 + 2 * HOUR + 10.0 * i, pv="v13", refusal=True) for i in range(1440)]
+    v13 = [event(10**6 + i, T0 + 2 * HOUR + 10.0 * i, pv="v13", refusal=True)
+           for i in range(1440)]
     events = merge(stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"), v13)
-    assert run(events, make_engine(detector))[0] == []
-    # ... while one request every 8 s (22 per window) is enough.
-    v13 = [event(10**6 + i, T0 + 2 * HOUR + 8.0 * i, pv="v13", refusal=True) for i in range(1800)]
-    events = merge(stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"), v13)
-    assert len(triggers(run(events, make_engine(make_detector(min_volume=20)))[0])) == 1
+    assert run(events, make_engine(make_detector(min_volume=20, sequential=False)))[0] == []
+    # ... while one request every 8 s (22 per window) is enough for the window.
+    v13_8 = [event(10**6 + i, T0 + 2 * HOUR + 8.0 * i, pv="v13", refusal=True) for i in range(1800)]
+    events_8 = merge(stream(T0, 6 * HOUR, 1.0, 0.02, seed=12, pv="v12"), v13_8)
+    assert len(triggers(run(events_8, make_engine(make_detector(min_volume=20, sequential=False)))[0])) == 1
+    # The sequential test judges everything since the rise began: the 10 s stream fires too, within
+    # a few requests (each refusal against a 2 % baseline is strong evidence).
+    [trig] = triggers(run(events, make_engine(make_detector(min_volume=20)))[0])
+    assert trig.evidence["test"] == "sequential"
+    assert parse_ts(trig.detected_at) <= T0 + 2 * HOUR + 10.0 * 12
 
 
 def test_refusals_of_flagged_requests_and_unclassified_events_do_not_count():
@@ -302,11 +307,13 @@ def test_refusals_of_one_conversation_are_not_a_spike_but_of_several_are():
     assert trig.segment["route"] == "faq"
 
 
-def test_quiet_segment_triggers_for_s_after_the_evidence_not_when_the_watermark_comes_by():
+@pytest.mark.parametrize("sequential", [False, True])
+def test_quiet_segment_triggers_for_s_after_the_evidence_not_when_the_watermark_comes_by(sequential):
     """Five refusals from five users in 20 s on a route that gets 3 requests a minute, then
     silence there: the breach is judged at the refusals themselves and held for for_s (30 s) of
     event time, which the busy route's events carry. (Judged only at bucket ends, as before, this
-    burst went unreported: the route's next request came after it had left the window.)"""
+    burst went unreported: the route's next request came after it had left the window.) With the
+    sequential test, accumulated evidence is its own sustain: it triggers at the evidence."""
     base = stream(T0, 4 * HOUR, 1.0, 0.02, seed=21, pv="v12")
     t = T0 + 3 * HOUR  # a bucket boundary
     burst = []
@@ -316,8 +323,30 @@ def test_quiet_segment_triggers_for_s_after_the_evidence_not_when_the_watermark_
         burst.append(e)
     quiet_faq = [e for e in stream(T0, 4 * HOUR, 0.05, 0.0, seed=22, route="faq", id0=5 * 10**5)
                  if not t - 10 <= e.ts < t + 180]
-    [trig] = triggers(run(merge(base, quiet_faq, burst))[0])
+    [trig] = triggers(run(merge(base, quiet_faq, burst), make_engine(make_detector(sequential=sequential)))[0])
     first_evidence = t + 16  # the 4th refusal (min_refused)
-    assert first_evidence + 30 <= parse_ts(trig.detected_at) <= t + 21 + 30 + 10
+    sustain = 0 if sequential else 30
+    assert first_evidence + sustain <= parse_ts(trig.detected_at) <= t + 21 + sustain + 10
     assert parse_ts(trig.window_end) == parse_ts(trig.detected_at)
 
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_quiet_routes_are_judged_on_everything_since_the_rise(seed):
+    """A route at one request a minute whose new prompt version refuses 40 %, and one at three a
+    minute refusing 12 % over a 1.5 % baseline, for an hour: no 3-minute window ever holds enough
+    requests, but the evidence since the rollout is overwhelming. Both are found within the hour,
+    and the quiet routes' ordinary days raise nothing."""
+    busy = stream(T0, 8 * HOUR, 1.0, 0.02, seed=seed, route="billing")
+    rollout = T0 + 6 * HOUR
+    one = [e for e in stream(T0, 8 * HOUR, 1 / 60, 0.02, seed=seed + 100, route="faq", id0=10**6)
+           if e.ts < rollout]
+    one += stream(rollout, HOUR, 1 / 60, 0.40, seed=seed + 200, route="faq", pv="v13", id0=2 * 10**6)
+    three = [e for e in stream(T0, 8 * HOUR, 3 / 60, 0.015, seed=seed + 300, route="returns", id0=3 * 10**6)
+             if e.ts < rollout]
+    three += stream(rollout, HOUR, 3 / 60, 0.12, seed=seed + 400, route="returns", pv="v13", id0=4 * 10**6)
+    incidents, _ = run(merge(busy, one, three), make_engine(make_detector(for_s=30.0)))
+    found = {t.segment["route"]: parse_ts(t.detected_at) - rollout for t in triggers(incidents)}
+    assert set(found) == {"faq", "returns"}, [t.summary for t in triggers(incidents)]
+    assert all(0 < delay <= HOUR for delay in found.values()), found
+    assert all(t.segment["prompt_version"] == "v13" for t in triggers(incidents))

@@ -74,6 +74,41 @@ def test_verb_defaults(name, side, money):
     assert (info.side_effect, info.side_effect and info.money_moving) == (side, money)
 
 
+@pytest.mark.parametrize("name,side,source", [
+    # Writes whose names hold no verb of any list: checked because unknown tools are writes.
+    ("frobnicate_account", True, "unknown-write"), ("zorp_widget", True, "unknown-write"),
+    # Reads recognised by a read verb or a read noun anywhere in the name.
+    ("account_overview_lookup", False, "read-word"), ("ticket_status", False, "read-word"),
+    ("web_search", False, "read-word"), ("think", False, "read-verb"),
+    # Writes that today's verbs did not name.
+    ("exchange_item", True, "verb"), ("rebook_flight", True, "verb"), ("approve_claim", True, "verb"),
+])
+def test_unknown_tools_are_writes_and_say_why(name, side, source):
+    info = ToolMap().info(name)
+    assert (info.side_effect, info.source) == (side, source)
+    reads = ToolMap.model_validate({"defaults": {"unknown_tools": "read"}}).info(name)
+    assert reads.side_effect == (side and source != "unknown-write")
+
+
+def test_an_unlisted_write_on_another_entity_is_caught_with_its_reason():
+    """A vocabulary that no config or constant names: the call is scope-checked all the same."""
+    p = WrongEntityParams.model_validate({"name": "we", "type": "wrong_entity_action"})
+    env = DetectorEnv(tools=ToolMap(), runbook_base_url="https://runbooks.test")
+    eng = Engine([WrongEntityAction(p, env)], EngineOptions(allowed_lateness_s=0, tick_s=5))
+    out = run_all(eng, [
+        ev(1, "r1", call("frobnicate_account", account_id="acc_1"), subject={"account_id": ["acc_1"]}),
+        ev(2, "r1", call("frobnicate_account", account_id="acc_9")),
+    ])
+    assert [i.event_action for i in out] == ["trigger"]
+    [offending] = out[0].evidence["calls"]
+    assert offending["tool"] == "frobnicate_account" and offending["side_effect_from"] == "unknown-write"
+    quiet = WrongEntityAction(p, DetectorEnv(tools=ToolMap.model_validate({"defaults": {"unknown_tools": "read"}})))
+    eng = Engine([quiet], EngineOptions(allowed_lateness_s=0, tick_s=5))
+    assert run_all(eng, [ev(1, "r1", call("frobnicate_account", account_id="acc_1"),
+                            subject={"account_id": ["acc_1"]}),
+                         ev(2, "r1", call("frobnicate_account", account_id="acc_9"))]) == []
+
+
 def test_name_words_split_all_cases():
     assert name_words("billing.refundOrder-v2") == ["billing", "refund", "order", "v2"]
     assert name_words("HTTPSendMail") == ["http", "send", "mail"]

@@ -6,10 +6,18 @@ Precedence, most specific first:
 
 1. an event's own ``tool_calls[].side_effect`` (the producer knows best);
 2. the tool's entry in ``tools.yaml``;
-3. defaults: a tool whose name contains a side-effect verb (``refund``, ``cancel``, ``update`` ...,
-   matched as a whole word of its snake_case, camelCase or kebab-case name) has side effects,
-   unless its name *starts* with a read verb (``get_refund_status``); ``refund``, ``transfer``,
-   ``charge`` and ``pay`` move money.
+3. the name, read as words of its snake_case, camelCase or kebab-case form: a name that *starts*
+   with a read verb is a read (``get_refund_status``); else one that contains a side-effect verb
+   (``refund``, ``cancel``, ``update`` ...) is a write; else one that contains a read word (a read
+   verb anywhere, or a noun such as ``status``, ``details``, ``history``: ``web_search``,
+   ``order_details``) is a read;
+4. anything else is an unknown tool, and ``defaults.unknown_tools`` decides: ``write`` by default,
+   because an unlisted write treated as a read is never checked (``exchange_item``,
+   ``rebook_flight``, ``apply_credit`` on another customer's order), while a read checked as a write
+   costs at most a false alarm on a call that names an entity outside the run's scope.
+
+``refund``, ``transfer``, ``charge``, ``pay``, ``credit``, ``reimburse`` ... move money.
+``ToolInfo.source`` (and the incident evidence's ``side_effect_from``) says which rule decided.
 
 Entity arguments: a tool listed with ``entity_args`` uses exactly those (``{argument: entity type}``;
 dotted names reach into nested arguments). Otherwise every top-level argument named ``*_id`` is an
@@ -31,17 +39,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from semwatch.contract import ToolCall
 
 SIDE_EFFECT_VERBS = ("refund", "cancel", "update", "delete", "transfer", "send", "book", "modify",
-                     "create", "charge", "pay", "close", "reset", "grant", "revoke")
-MONEY_VERBS = ("refund", "transfer", "charge", "pay")
+                     "create", "charge", "pay", "close", "reset", "grant", "revoke", "return",
+                     "exchange", "rebook", "reissue", "assign", "approve", "apply", "credit", "set",
+                     "add", "remove", "submit", "issue", "change", "edit", "write", "post", "place",
+                     "reserve", "schedule", "reschedule", "ship", "escalate", "reimburse")
+MONEY_VERBS = ("refund", "transfer", "charge", "pay", "credit", "reimburse", "compensate",
+               "withdraw", "deposit", "payout")
 READ_VERBS = ("get", "list", "search", "find", "lookup", "read", "fetch", "query", "check", "view",
-              "show", "describe", "count", "validate", "preview", "estimate", "calculate")
+              "show", "describe", "count", "validate", "preview", "estimate", "calculate", "compute",
+              "think", "retrieve", "inspect", "browse", "verify", "summarize", "summarise", "analyze",
+              "analyse", "explain", "load", "peek", "track", "quote", "compare", "is",
+              "has", "can")
+# Nouns that make a name read as a read when it has no side-effect verb: order_details, flight_status.
+READ_NOUNS = ("status", "details", "detail", "info", "information", "history", "summary", "balance",
+              "availability", "policy", "policies", "search", "lookup", "list", "report", "stats",
+              "calculator", "knowledge", "docs", "faq")
 IGNORE_ARGS = ("call_id", "tool_call_id", "request_id", "trace_id", "span_id", "session_id",
                "conversation_id", "idempotency_id", "correlation_id", "message_id", "template_id",
                "locale_id")
@@ -106,11 +125,14 @@ class ToolDefaults(BaseModel):
     side_effect_verbs: tuple[str, ...] = SIDE_EFFECT_VERBS
     money_moving_verbs: tuple[str, ...] = MONEY_VERBS
     read_verbs: tuple[str, ...] = READ_VERBS
+    read_nouns: tuple[str, ...] = READ_NOUNS
+    # A tool that no rule above names: "write" (its entity arguments are scope-checked) or "read".
+    unknown_tools: Literal["write", "read"] = "write"
     # Arguments named *_id / *_ids are entity arguments unless listed here.
     infer_entity_args: bool = True
     ignore_args: tuple[str, ...] = IGNORE_ARGS
 
-    @field_validator("side_effect_verbs", "money_moving_verbs", "read_verbs")
+    @field_validator("side_effect_verbs", "money_moving_verbs", "read_verbs", "read_nouns")
     @classmethod
     def _verbs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         bad = [v for v in value if not re.fullmatch(r"[a-z0-9]+", v)]
@@ -123,7 +145,9 @@ class ToolDefaults(BaseModel):
 class ToolInfo:
     side_effect: bool
     money_moving: bool  # meaningful only for side-effecting calls
-    source: str  # where side_effect came from: "config" | "verb" | "none"
+    # Where side_effect came from: "config", "read-verb" (the name starts with one), "verb" (a
+    # side-effect verb), "read-word" (a read verb or noun elsewhere), "unknown-write"/"unknown-read".
+    source: str
     entity_args: Optional[tuple[tuple[str, str], ...]]  # configured (argument, type); None = infer
 
 
@@ -151,13 +175,20 @@ class ToolMap(BaseModel):
         spec = self.tools.get(name)
         words = name_words(name)
         d = self.defaults
-        read_only = bool(words) and words[0] in d.read_verbs
-        verb_side = not read_only and any(_has_word(words, v) for v in d.side_effect_verbs)
-        verb_money = not read_only and any(_has_word(words, v) for v in d.money_moving_verbs)
+        starts_with_read = bool(words) and words[0] in d.read_verbs
+        verb_side = not starts_with_read and any(_has_word(words, v) for v in d.side_effect_verbs)
+        verb_money = not starts_with_read and any(_has_word(words, v) for v in d.money_moving_verbs)
         if spec is not None and spec.side_effect is not None:
             side, source = spec.side_effect, "config"
+        elif starts_with_read:
+            side, source = False, "read-verb"
+        elif verb_side:
+            side, source = True, "verb"
+        elif any(w in d.read_verbs or w in d.read_nouns for w in words):
+            side, source = False, "read-word"
         else:
-            side, source = verb_side, ("verb" if verb_side else "none")
+            side = d.unknown_tools == "write"
+            source = f"unknown-{d.unknown_tools}"
         money = spec.money_moving if spec is not None and spec.money_moving is not None else verb_money
         args = None
         if spec is not None and spec.entity_args is not None:
