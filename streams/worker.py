@@ -55,7 +55,7 @@ def ensure_topics(settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from semwatch.kafka_out import client_security_kwargs
+    from semwatch.simulator.kafka_out import client_security_kwargs
 
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers().split(","),
                              client_id=f"{settings.app_id}-admin", **client_security_kwargs(settings))

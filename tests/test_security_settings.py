@@ -91,7 +91,7 @@ def test_env_settings_reach_aiokafka_and_kafka_python_kwargs(sasl_env):
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert _trusts_our_ca(ctx), "the CA file was not loaded into the SSL context"
 
-    from semwatch.kafka_out import client_security_kwargs  # kafka-python: admin, producer
+    from semwatch.simulator.kafka_out import client_security_kwargs  # kafka-python: admin, producer
 
     kp = client_security_kwargs(s)
     assert kp["security_protocol"] == "SASL_SSL" and kp["sasl_mechanism"] == "SCRAM-SHA-512"
