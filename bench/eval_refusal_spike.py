@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from detectors.base import DetectorEnv  # noqa: E402
 from detectors.refusal_spike import RefusalSpikeDetector, RefusalSpikeParams  # noqa: E402
 from semwatch.engine import Engine, EngineOptions  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.models import RunEvent, parse_ts  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 
 SLACK_S = 300.0
 

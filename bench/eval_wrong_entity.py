@@ -27,8 +27,8 @@ import detectors.wrong_entity  # noqa: E402,F401  (registers both types)
 from detectors.base import REGISTRY, DetectorEnv  # noqa: E402
 from detectors.entities import ToolMap  # noqa: E402
 from semwatch.engine import Engine, EngineOptions  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.models import RunEvent, parse_ts  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 
 TYPES = ("wrong_entity_action", "wrong_entity_rate")
 

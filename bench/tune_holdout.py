@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from semwatch.config import load_config  # noqa: E402
 from semwatch.evaluate import detector_kinds, evaluate, format_table  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.models import is_optional  # noqa: E402
 from semwatch.replay import replay_events  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.tune import load_events, tune, write_report, write_tuned_config  # noqa: E402
 
 

@@ -19,9 +19,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from semwatch.config import load_config
-from semwatch.simulator.generate import generate
 from semwatch.models import RunEvent
 from semwatch.redact import redact
+from semwatch.simulator.generate import generate
 from semwatch.validation import validate_record
 from sinks.kafka import incident_record
 from sinks.metrics import WorkerMetrics

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from semwatch import hop
 from semwatch.config import load_config
-from semwatch.simulator.generate import generate
 from semwatch.models import RunEvent
 from semwatch.settings import Settings
+from semwatch.simulator.generate import generate
 from streams import state_codec
 from streams.app import SemwatchApp
 from tests.support import REPO

@@ -15,9 +15,9 @@ from detectors.base import REGISTRY
 from semwatch import tune as tn
 from semwatch.config import import_all_detectors, load_config
 from semwatch.evaluate import Row, evaluate
-from semwatch.simulator.generate import generate
 from semwatch.models import RunEvent
 from semwatch.replay import replay_events
+from semwatch.simulator.generate import generate
 from semwatch.tune_spaces import candidates, describe, resolve_space, unknown_params
 
 REPO = Path(__file__).resolve().parent.parent

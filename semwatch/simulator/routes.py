@@ -15,8 +15,15 @@ from typing import Callable, NamedTuple
 
 from semwatch.simulator import labels
 from semwatch.simulator.randomness import RandomStream, cumulative
-from semwatch.simulator.world import (APP_NAMES, BENIGN_SWAPS, EXPENSIVE_MODELS, ROUTE_SPECS, RouteSpec, blended_price,
-                                      provider_for)
+from semwatch.simulator.world import (
+    APP_NAMES,
+    BENIGN_SWAPS,
+    EXPENSIVE_MODELS,
+    ROUTE_SPECS,
+    RouteSpec,
+    blended_price,
+    provider_for,
+)
 
 
 class VersionTraits(NamedTuple):

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from semwatch.simulator import corpus
-from semwatch.simulator.population import (CARRIERS, CITIES, FIRST_NAMES, ITEMS, LAST_NAMES, MONTHS, PLANS, Customer,
-                                           fake_address, fake_email, fake_phone)
+from semwatch.simulator.population import (
+    CARRIERS,
+    CITIES,
+    FIRST_NAMES,
+    ITEMS,
+    LAST_NAMES,
+    MONTHS,
+    PLANS,
+    Customer,
+    fake_address,
+    fake_email,
+    fake_phone,
+)
 from semwatch.simulator.randomness import RandomStream
 
 _REFUSALS = corpus.load("refusals")
