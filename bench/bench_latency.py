@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_worker import (create_topic, loadavg, proc_cpu, start_workers,  # noqa: E402
                           worker_env)
 from semwatch.broker import EmbeddedBroker  # noqa: E402
-from semwatch.generate import generate  # noqa: E402
+from semwatch.simulator.generate import generate  # noqa: E402
 from tests.support import scrape  # noqa: E402
 
 

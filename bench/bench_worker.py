@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from semwatch.broker import EmbeddedBroker  # noqa: E402
-from semwatch.generate import generate  # noqa: E402
+from semwatch.simulator.generate import generate  # noqa: E402
 from tests.support import WorkerProcess, scrape  # noqa: E402
 
 START = 1767571200.0

@@ -1,6 +1,6 @@
 """Recall, false alarms per day, detection delay and speed of the token and cost spike detectors.
 
-Generated traffic (``semwatch.generate``) goes through the real engine (prices from
+Generated traffic (``semwatch.simulator``) goes through the real engine (prices from
 ``config/prices.yaml`` fill the ~30 % of events without ``cost_usd``) with ONLY the detectors of
 ``detectors/run_outlier.py, runaway_loop.py, rate_spike.py`` configured: by default the entries of ``config/semwatch.yaml`` whose
 type is ``run_outlier``, ``runaway_loop`` or ``rate_spike``.
@@ -37,7 +37,7 @@ import detectors.rate_spike, detectors.run_outlier, detectors.runaway_loop  # no
 from semwatch.enrich import Enrichment  # noqa: E402
 from semwatch.enrich.prices import PriceTable, Pricing  # noqa: E402
 from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
-from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 
 SLACK_S = 300.0
@@ -58,7 +58,8 @@ def prices() -> PriceTable:
 def events_for(seed: int, start: float, duration: float, rate: float) -> tuple[list[dict], list[dict]]:
     """Generated events (cached on disk by generator version: generating a day takes ~30 s)."""
     CACHE.mkdir(exist_ok=True)
-    version = hashlib.sha256((ROOT / "semwatch" / "generate.py").read_bytes()).hexdigest()[:12]
+    sources = sorted(p for p in (ROOT / "semwatch" / "simulator").rglob("*") if p.suffix in (".py", ".json"))
+    version = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     path = CACHE / f"gen-{version}-{seed}-{start:.0f}-{duration:.0f}-{rate:g}.pkl"
     if path.exists():
         with open(path, "rb") as fh:

@@ -1,6 +1,6 @@
 """Recall, false alarms per day and detection delay of the false-refusal spike detector alone.
 
-Generated traffic (``semwatch.generate``) goes through the real engine (refusal classifier on, as in
+Generated traffic (``semwatch.simulator``) goes through the real engine (refusal classifier on, as in
 production) with ONLY the ``false_refusal_spike`` detector configured, by default with the entry in
 ``config/semwatch.yaml``. A trigger is a hit when its segment contains the label's segment and it
 was detected inside [label start, label end + 5 min]; every other trigger is a false alarm.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from semwatch.engine.detector import DetectorEnv  # noqa: E402
 from detectors.false_refusal_spike import RefusalSpikeDetector, RefusalSpikeParams  # noqa: E402
 from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
-from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 
 SLACK_S = 300.0

@@ -1,6 +1,6 @@
 """Recall, timing and false alarms of the wrong-entity detectors on generated traffic.
 
-Generated traffic (``semwatch.generate``) goes through the real engine with ONLY the
+Generated traffic (``semwatch.simulator``) goes through the real engine with ONLY the
 ``wrong_entity_action`` and ``wrong_entity_rate`` entries of ``config/semwatch.yaml`` and the real
 ``config/tools.yaml``. A labelled ``wrong_entity_action`` is found when a trigger of the per-run
 detector names the label's run and was detected at exactly the offending event's time; every other
@@ -27,7 +27,7 @@ import detectors.wrong_entity_action, detectors.wrong_entity_rate  # noqa: E402,
 from semwatch.engine.detector import REGISTRY, DetectorEnv  # noqa: E402
 from semwatch.engine.tools import ToolMap  # noqa: E402
 from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
-from semwatch.generate import generate, parse_duration, parse_time  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 
 TYPES = ("wrong_entity_action", "wrong_entity_rate")

@@ -10,8 +10,8 @@ import sys
 # `semwatch replay` does not pay for Faust and `semwatch worker` not for matplotlib.
 COMMANDS = {
     "worker": ("streams.worker", "run a Faust worker (embedded broker when none is configured)"),
-    "demo": ("semwatch.demo", "embedded broker + worker + scripted traffic, incidents shown live"),
-    "generate": ("semwatch.generate", "synthetic labelled traffic to JSON Lines or Kafka"),
+    "demo": ("semwatch.simulator.demo", "embedded broker + worker + scripted traffic, incidents shown live"),
+    "generate": ("semwatch.simulator.generate", "synthetic labelled traffic to JSON Lines or Kafka"),
     "replay": ("semwatch.offline.replay", "recorded events through the same engine, offline"),
     "evaluate": ("semwatch.offline.evaluate", "incidents vs labelled windows: precision, recall, time to detect"),
     "tune": ("semwatch.offline.tune", "threshold sweep under a false-alarm budget"),

@@ -2,7 +2,9 @@
 type, no giant modules (docs/architecture.md describes the layers).
 
 Imports are read from the source with :mod:`ast`, at every level (inside functions and
-``TYPE_CHECKING`` blocks too): a deferred import is still a dependency.
+``TYPE_CHECKING`` blocks too): a deferred import is still a dependency. Cycles are checked twice:
+between components with every import, and between modules with the imports that run (an
+annotation-only import inside ``if TYPE_CHECKING:`` cannot make a module wait for another).
 """
 
 from __future__ import annotations
@@ -67,11 +69,23 @@ def component(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 else "semwatch"
 
 
-def _imports(module: str, path: Path) -> set[str]:
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                inside.update(id(n) for n in ast.walk(child))
+    return inside
+
+
+def _imports(module: str, path: Path, runtime_only: bool = False) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    skip = _type_checking_nodes(tree) if runtime_only else set()
     found: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -85,6 +99,7 @@ def _imports(module: str, path: Path) -> set[str]:
 
 
 GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+RUNTIME_GRAPH = {m: _imports(m, p, runtime_only=True) for m, p in MODULES.items()}
 
 
 def test_every_component_is_declared():
@@ -99,7 +114,7 @@ def test_dependencies_point_one_way(module):
     assert not bad, f"{module} ({mine}) may not import {bad}; allowed: {sorted(ALLOWED[mine])}"
 
 
-def test_no_import_cycles_between_modules():
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -110,7 +125,7 @@ def test_no_import_cycles_between_modules():
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
-        for w in GRAPH[v]:
+        for w in graph[v]:
             if w == v or w.startswith(v + "."):  # a package importing its own submodule
                 continue
             if w not in index:
@@ -129,10 +144,24 @@ def test_no_import_cycles_between_modules():
             if len(members) > 1:
                 cycles.append(sorted(members))
 
-    for v in sorted(GRAPH):
+    for v in sorted(graph):
         if v not in index:
             strongconnect(v)
-    assert not cycles, f"import cycles: {cycles}"
+    return cycles
+
+
+def test_no_import_cycles_between_modules():
+    assert not _cycles(RUNTIME_GRAPH), f"import cycles: {_cycles(RUNTIME_GRAPH)}"
+
+
+def test_no_import_cycles_between_components():
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, deps in GRAPH.items():
+        graph[component(module)].update(component(d) for d in deps if component(d) != component(module))
+    for c in list(graph):
+        for d in list(graph[c]):
+            graph.setdefault(d, set())
+    assert not _cycles(dict(graph)), f"cycles between components: {_cycles(dict(graph))}"
 
 
 def test_every_registered_type_lives_in_a_module_of_its_name():

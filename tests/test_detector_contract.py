@@ -1,7 +1,7 @@
 """The shared contract every registered detector and rule must keep (like River's estimator checks).
 
 Types are discovered, not listed: every module of ``detectors/`` and ``rules/`` is imported and each
-entry of ``detectors.base.REGISTRY`` is checked with the parameters and the (normal, anomalous)
+entry of ``semwatch.engine.detector.REGISTRY`` is checked with the parameters and the (normal, anomalous)
 event streams its class offers through ``_unit_test_params()`` and ``_unit_test_anomaly()``.
 
 Checked for each type:

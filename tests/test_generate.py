@@ -1,4 +1,4 @@
-"""Tests for semwatch.generate: deterministic, realistic synthetic labelled traffic."""
+"""Tests for semwatch.simulator.generate: deterministic, realistic synthetic labelled traffic."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from semwatch import generate as gen_mod
-from semwatch.generate import PRICES, add_arguments, generate, parse_duration, parse_time, run
+from semwatch.simulator import generate as gen_mod
+from semwatch.simulator.generate import PRICES, add_arguments, generate, parse_duration, parse_time, run
 
 START = parse_time("2026-01-05T00:00:00Z")  # a Monday
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

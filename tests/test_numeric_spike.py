@@ -1,6 +1,6 @@
 """Token and cost spike detectors (detectors/run_outlier.py, runaway_loop.py, rate_spike.py) on synthetic diurnal traffic.
 
-The traffic here is small and self-contained (no semwatch.generate): two apps whose load swings
+The traffic here is small and self-contained (no semwatch.simulator): two apps whose load swings
 ~7x between night and day, single-call chat runs on two routes and multi-step agent runs with
 tool calls. Costs are left out so that the engine prices them from a price table, as in
 production. Timings live in bench/eval_numeric_spike.py, not here.

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from semwatch.config import load_config
-from semwatch.generate import generate
+from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
 from semwatch.contract.redact import redact
 from semwatch.ingest.validation import validate_record

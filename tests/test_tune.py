@@ -15,7 +15,7 @@ from semwatch.engine.detector import REGISTRY
 from semwatch.offline import tune as tn
 from semwatch.config import import_all_detectors, load_config
 from semwatch.offline.evaluate import Row, evaluate
-from semwatch.generate import generate
+from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
 from semwatch.offline.replay import replay_events
 from semwatch.engine.tuning import candidates, describe, resolve_space, unknown_params

@@ -10,7 +10,7 @@ import pytest
 
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
-from semwatch.generate import generate
+from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
 from tests.support import REPO, WorkerProcess, consume, event_records, produce
 

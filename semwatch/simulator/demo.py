@@ -96,8 +96,8 @@ def _format_incident(inc: dict, colour: bool) -> str:
 
 
 def run(args) -> int:
-    from semwatch.generate import generate
-    from semwatch.kafka_out import produce
+    from semwatch.simulator.generate import generate
+    from semwatch.simulator.kafka_out import produce
 
     base = load_settings()
     colour = sys.stdout.isatty() and not args.no_color
