@@ -599,7 +599,8 @@ class RefusalSpikeDetector(Detector):
         if v.seq_llr < h or k < p.min_refused or len(seq[5]) < p.min_conversations or not n:
             return
         rate = k / n
-        if rate - v.p0 < p.min_increase or rate < p.min_ratio * v.p0:
+        honest = (k - 1) / (n - 1) if n > 1 else 0.0  # without the refusal that began it (selected)
+        if honest - v.p0 < p.min_increase or honest < p.min_ratio * v.p0:
             return
         v.seq_breached = True
         if not v.breached:

@@ -1,6 +1,8 @@
 """``rate_spike``: aggregate burn per segment against a time-of-day baseline.
 
-The field summed per event-time bucket (tokens/min, $/min, events/min with ``field: count``) or its
+The field summed per event-time bucket (tokens/min, $/min, events/min with ``field: count``, active
+runs per bucket with ``field: runs`` — one agent run's burst of steps counts once, so a storm of
+requests stands out from the steps of a few long runs) or its
 per-event mean (``aggregate: mean`` — $/event, which does not move with load; ``geomean``, the
 geometric mean of the positive values, is the typical event's value: one long, expensive agent run
 moves it little, a switch to a pricier model moves it all the way), over a recent window, against a
@@ -13,6 +15,7 @@ not learn while pending or firing.
 from __future__ import annotations
 
 import math
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -31,6 +34,7 @@ from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]
 INF = math.inf
+MAX_RUNS_PER_BUCKET = 4096  # runs told apart per bucket (field: runs); beyond, every event counts
 
 
 class RateSpikeParams(DetectorParams):
@@ -82,7 +86,7 @@ class RateSpikeParams(DetectorParams):
     def _consistent(self) -> "RateSpikeParams":
         if self.window_s < self.bucket_s:
             raise ValueError("window_s must be at least bucket_s")
-        if self.field == "count" and self.aggregate in ("mean", "geomean"):
+        if self.field in ("count", "runs") and self.aggregate in ("mean", "geomean"):
             raise ValueError(f"field: count with aggregate: {self.aggregate} is always 1; "
                              "use aggregate: sum")
         if self.clear_ratio > self.min_ratio:
@@ -97,6 +101,7 @@ class RateState(SegmentState):
     b_n: int = 0
     b_top: float = -INF
     b_top_ids: Optional[tuple] = None  # (run_id, event_id) of the bucket's largest value
+    b_runs: list = field(default_factory=list)  # crc32 of the runs seen in the open bucket (field: runs)
     sums: array = field(default_factory=lambda: array("d"))  # closed buckets of the window (ring)
     counts: array = field(default_factory=lambda: array("d"))
     tops: list = field(default_factory=list)
@@ -130,6 +135,7 @@ class RateSpike(Detector):
         p = params
         self.kind = p.kind or default_kind(p.field)
         self._count = p.field == "count"
+        self._runs = p.field == "runs"
         self._fieldname = p.field
         self._segment = segment_getter(p.group_by)
         self._value = value_getter(p.field)
@@ -158,7 +164,7 @@ class RateSpike(Detector):
 
     # -- per event -------------------------------------------------------------------------------
     def observe(self, event: RunEvent, ctx: Context) -> None:
-        if self._count:
+        if self._count or self._runs:
             v: Optional[float] = 1.0
         else:
             v = self._value(event)
@@ -184,6 +190,12 @@ class RateSpike(Detector):
                 st.sums[i] += v
                 st.counts[i] += 1.0
             return
+        if self._runs:  # each run once per bucket
+            who = zlib.crc32(event.run_id.encode())
+            if who in st.b_runs:
+                v = 0.0
+            elif len(st.b_runs) < MAX_RUNS_PER_BUCKET:
+                st.b_runs.append(who)
         st.b_sum += v
         st.b_n += 1
         if v > st.b_top:
@@ -206,6 +218,7 @@ class RateSpike(Detector):
         b = st.bucket
         self._close(st, b, st.b_sum, st.b_n, st.b_top_ids, ctx)
         st.b_sum, st.b_n, st.b_top, st.b_top_ids = 0.0, 0, -INF, None
+        st.b_runs = []
         gap = new_bucket - b - 1
         if gap > self._max_gap:
             # A silence of more than a day: start the window afresh and learn nothing from it.
@@ -302,7 +315,8 @@ class RateSpike(Detector):
                     "input_tokens": "input tokens per event",
                     "output_tokens": "output tokens per event"}.get(f, f"mean {f}")
         return {"cost_usd": "spend", "total_tokens": "token burn", "input_tokens": "input token burn",
-                "output_tokens": "output token burn", "count": "event rate"}.get(f, f"{f} per minute")
+                "output_tokens": "output token burn", "count": "event rate",
+                "runs": "active runs"}.get(f, f"{f} per minute")
 
     def _fmt(self, x: float) -> str:
         return amount(self._fieldname, x) + ("" if self._mean else "/min")

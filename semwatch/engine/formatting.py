@@ -24,6 +24,8 @@ def amount(field_name: str, x: float) -> str:
         return f"${x:.2f}" if abs(x) >= 1 else f"${x:.2g}"
     if field_name == "steps":
         return f"{compact_number(x)} steps"
+    if field_name == "runs":
+        return f"{compact_number(x)} runs"
     if field_name == "count":
         return f"{compact_number(x)} events"
     if field_name.endswith("_s"):

@@ -12,7 +12,8 @@ Statistics, per segment:
 - **Sequential test**: two CUSUMs of the per-event log-likelihood ratio of "hit at the material
   rate" (``max(p0 + min_increase, min_ratio · p0)``, and three times as far above ``p0``) against
   "hit at ``p0``", never below zero. Either reaching ``h`` is a breach once ``min_hits`` hits from
-  ``min_runs`` runs have come since the rise began, at a material rate:
+  ``min_runs`` runs have come since the rise began, at a material rate (without the hit that
+  began it, which the selection made certain):
   ``h = max(ln(1/alpha), ln(events per day × false_alarm_days)) + ln 2``. By Lorden's bound a
   CUSUM's mean run between false alarms is at least ``e^h`` events, so one segment false-alarms less
   than once in ``false_alarm_days`` at its own traffic, whatever that traffic is: a busy segment is
@@ -45,6 +46,16 @@ from semwatch.engine.lifecycle import Lifecycle
 from semwatch.engine.tuning import Point, SignalProbe
 
 _DAY = 86400.0
+
+
+def onset_unbiased(k: int, n: int) -> float:
+    """The share since the onset without the hit that marked it: a CUSUM leaves zero only on a hit,
+    so counting from there is biased by exactly that one.
+
+    >>> onset_unbiased(5, 35)
+    0.11764705882352941
+    """
+    return (k - 1) / (n - 1) if n > 1 else 0.0
 
 
 def share_threshold(events_per_day: float, false_alarm_days: float, alpha: float) -> float:
@@ -183,7 +194,8 @@ class ShareSpikeDetector(Detector):
                 self._resolve(st, ts, rate, p0, ctx, "recovered")
         elif max(st.s_material, st.s_large) >= h and st.k >= p.min_hits and len(st.runs) >= p.min_runs:
             rate = st.k / st.n
-            if rate - p0 >= p.min_increase and rate >= p.min_ratio * p0:
+            honest = onset_unbiased(st.k, st.n)
+            if honest - p0 >= p.min_increase and honest >= p.min_ratio * p0:
                 self._trigger(st, ts, rate, p0, h, ctx)
         st.active = st.lc.active
         ctx.changed(self, st)
