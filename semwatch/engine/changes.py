@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 from semwatch.contract import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
@@ -26,6 +26,7 @@ WARMUP_S = 1800.0
 MAX_SCOPES = 20000
 
 
+@state_type("scope_history")
 @dataclass(slots=True)
 class ScopeHistory(PlainState):
     # field -> list of [value, first_seen, last_seen], oldest first

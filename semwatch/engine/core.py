@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, MutableMapping, Optional
 
 from semwatch.engine.detector import Context, Detector, SegmentState, StateAccess
 from semwatch.engine.changes import ChangeTracker, ScopeHistory
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 from semwatch.contract import Incident, RunEvent
 
 log = logging.getLogger("semwatch.engine")
@@ -24,9 +24,10 @@ ENGINE_KEY = "__engine__"
 SEP = "\x1f"
 
 
+@state_type("engine_clock")
 @dataclass(slots=True)
 class EngineClock(PlainState):
-    """Persisted engine bookkeeping (picklable)."""
+    """Persisted engine bookkeeping (plain data, in the changelog like detector state)."""
 
     max_ts: float = -math.inf
     next_tick: float = -math.inf
