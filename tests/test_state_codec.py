@@ -72,7 +72,7 @@ def forged_pickles(marker: str) -> dict[str, bytes]:
                                              _global("semwatch.settings", "os"), _str("system")), touch)),
         "copyreg._reconstructor of a non-state class": _pickle(
             _call(_global("copyreg", "_reconstructor"), _global("collections", "OrderedDict"),
-                  _global("builtins", "dict"), b"N")),
+                  _global("builtins", "dict"), b"]")),  # an OrderedDict under the old codec
         "numpy global": _pickle(_call(_global("numpy", "load"), _str(marker))),
         "numpy reconstructor": _pickle(_call(_global("numpy.core.multiarray", "_reconstruct"),
                                              _global("numpy", "ndarray"), b"K\x00", _str("b"))),
