@@ -34,7 +34,7 @@ import re
 import types
 import typing
 from array import array
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, Optional, TypeVar, Union
 
 #: tag -> state class. Filled by :func:`state_type` as modules are imported; read by decoders.
 STATE_TYPES: dict[str, type["PlainState"]] = {}
@@ -142,6 +142,34 @@ def schema_of(cls: type) -> StateSchema:
     schema = StateSchema(tag, _VERSIONS[cls], cls, tuple(checks), checks, texts, defaults)
     _SCHEMAS[cls] = schema
     return schema
+
+
+# -- keys of the state mapping --------------------------------------------------------------------
+SEP = "\x1f"  # between the label values of one segment in a state key (after "<detector>|")
+_KEY_ESCAPES = {"\\": "\\\\", "|": "\\p", SEP: "\\s"}
+_KEY_SPECIAL = re.compile(r"[\\|\x1f]")
+
+
+def segment_key(values: Iterable[str]) -> str:
+    """The label values of a segment as one part of a state key, one-to-one: a value holding
+    ``\\``, ``|`` or the separator is escaped, so no two segments share a key; any other value
+    (every ordinary label) stands as it is, so keys, and the state under them, stay what they were.
+
+    >>> segment_key(["a\\x1fb", "c"]) != segment_key(["a", "b\\x1fc"]), segment_key(["shop", "refunds"])
+    (True, 'shop\\x1frefunds')
+    """
+    values = list(values)
+    joined = SEP.join(values)
+    if "|" in joined or "\\" in joined or joined.count(SEP) != len(values) - 1:
+        joined = SEP.join(map(key_part, values))
+    return joined
+
+
+def key_part(value: str) -> str:
+    """One label value as (part of) a state key: see :func:`segment_key`."""
+    if "|" in value or "\\" in value or SEP in value:
+        return _KEY_SPECIAL.sub(lambda m: _KEY_ESCAPES[m.group()], value)
+    return value
 
 
 # -- what counts as plain data ------------------------------------------------------------------
