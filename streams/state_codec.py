@@ -104,8 +104,8 @@ def _load_legacy(data: bytes) -> PlainState:
     # Held to the same schema as a new record, by writing and reading it once.
     try:
         return state_format.loads(state_format.dumps(value))
-    except StateEncodeError as exc:
-        raise StateDecodeError(f"pickle record: {exc}") from None
+    except (StateEncodeError, TypeError, ValueError) as exc:
+        raise StateDecodeError(f"pickle record: {str(exc)[:160]}") from None
 
 
 # -- the codec ------------------------------------------------------------------------------------
@@ -145,7 +145,10 @@ class StateCodec(codecs.Codec):
             return loads(s)
         except StateDecodeError as exc:
             _refuse(exc)
-            return None
+        except Exception as exc:  # a bug of ours: still no reason to stop table recovery
+            log.exception("state codec failed on a record")
+            _refuse(StateDecodeError(f"{type(exc).__name__} while decoding"))
+        return None
 
 
 codecs.register(CODEC_NAME, StateCodec())

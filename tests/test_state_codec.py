@@ -95,6 +95,17 @@ def test_forged_pickle_records_are_refused_and_run_nothing(name, tmp_path):
     assert not marker.exists(), "the forged record ran a command"
 
 
+def test_even_a_bug_in_decoding_reads_as_no_state(monkeypatch):
+    # Table recovery must never stop on a record: an unexpected error is counted like a refusal.
+    def broken(data):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(state_format, "loads", broken)
+    before = state_codec.refused_total()
+    assert state_codec.StateCodec()._loads(state_codec.dumps(Lifecycle())) is None
+    assert state_codec.refused_total() == before + 1
+
+
 def test_a_whitelisted_class_holding_something_else_is_refused():
     odd = Lifecycle()
     odd.status = {"a set"}  # type: ignore[assignment]
