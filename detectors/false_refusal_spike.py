@@ -76,10 +76,11 @@ from semwatch.engine.formatting import duration
 from semwatch.engine.tuning import Point, SignalProbe
 from semwatch.engine.detector import Context, Detector, DetectorParams, Evidence, SegmentState, register
 from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
+from semwatch.engine.state import state_type
 from semwatch.contract import RunEvent
 from semwatch.contract.redact import redact
 
-# Bucket row layout (plain lists keep the pickled state small). _WHO: crc32 of the conversations
+# Bucket row layout (plain lists keep the state record small). _WHO: crc32 of the conversations
 # (else runs) of its refusals, at most min_conversations of them: enough to tell whether a window
 # reaches min_conversations (a bucket that holds that many passes alone; otherwise it holds all).
 _START, _N, _K, _FLAGGED, _TAINTED, _WHO = range(6)
@@ -205,6 +206,7 @@ class RefusalSpikeParams(DetectorParams):
 
 
 # -- state --------------------------------------------------------------------------------------
+@state_type("refusal_baseline")
 @dataclass(slots=True)
 class BaselineCounts(SegmentState):
     """Decayed refusal counts of one baseline scope (also embedded in every segment)."""
@@ -223,6 +225,7 @@ class BaselineCounts(SegmentState):
         self.base_k += k
 
 
+@state_type("refusal_spike_segment")
 @dataclass(slots=True)
 class RefusalSpikeState(BaselineCounts):
     # [start, n, refused, flagged, tainted] per non-empty bucket, oldest first, within the window.

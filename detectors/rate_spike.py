@@ -30,6 +30,7 @@ from semwatch.engine.detector import (SEVERITY_ORDER, Context, Detector, Detecto
 from semwatch.engine.fields import default_kind, segment_getter, value_getter
 from semwatch.engine.formatting import amount, duration, segment_text
 from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
+from semwatch.engine.state import state_type
 
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]
@@ -94,6 +95,7 @@ class RateSpikeParams(DetectorParams):
         return self
 
 
+@state_type("rate_spike_segment")
 @dataclass(slots=True)
 class RateState(SegmentState):
     bucket: int = -1  # index (ts // bucket_s) of the open bucket

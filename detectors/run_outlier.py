@@ -36,6 +36,7 @@ from semwatch.engine.detector import (Context, Detector, DetectorParams, Segment
                                       finite_or_none, register, unit_event)
 from semwatch.engine.fields import default_kind, segment_getter, value_getter
 from semwatch.engine.formatting import amount, duration, segment_text
+from semwatch.engine.state import state_type
 
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]
@@ -121,6 +122,7 @@ class RunOutlierParams(DetectorParams):
         return self
 
 
+@state_type("run_outlier_run")
 @dataclass(slots=True)
 class RunState(SegmentState):
     """One run's running totals (keyed by segment + run_id)."""
@@ -142,6 +144,7 @@ class RunState(SegmentState):
     top_tool: Optional[str] = None  # ... and its tool name
 
 
+@state_type("run_outlier_segment")
 @dataclass(slots=True)
 class OutlierState(SegmentState):
     """A segment's baseline and its current problem."""

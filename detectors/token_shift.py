@@ -27,6 +27,7 @@ from semwatch.engine.baselines import SampleRing
 from semwatch.engine.detector import Context, register, unit_event
 from semwatch.engine.formatting import compact_number
 from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
+from semwatch.engine.state import state_type
 
 TRUNCATED = frozenset({"length", "max_tokens", "max_output_tokens", "MAX_TOKENS", "token_limit"})
 
@@ -51,6 +52,7 @@ class TokenShiftParams(ShareParams):
     count_truncated: bool = True
 
 
+@state_type("token_shift")
 @dataclass(slots=True)
 class TokenShiftState(ShareState):
     ring: Optional[SampleRing] = None

@@ -34,6 +34,7 @@ from pydantic import Field
 from semwatch.engine.tuning import ProbeUnavailable
 from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState, register
 from semwatch.engine.formatting import segment_label, window_label
+from semwatch.engine.state import state_type
 from semwatch.engine.tools import ToolMap, ids_in_result
 from semwatch.contract import RunEvent, ToolCall
 
@@ -52,6 +53,7 @@ def hash_entity(value: str) -> str:
 
 
 # -- per-run scope -----------------------------------------------------------------------------------
+@state_type("wrong_entity_run")
 @dataclass(slots=True)
 class RunState(SegmentState):
     subject: dict[str, list[str]] = field(default_factory=dict)  # declared scope, union over events

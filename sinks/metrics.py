@@ -60,6 +60,10 @@ class WorkerMetrics:
                                    "Run events made from OTLP GenAI spans.", registry=r)
         self.otlp_spans_rejected = Counter("semwatch_otlp_spans_rejected",
                                            "OTLP spans that could not become run events.", registry=r)
+        self.state_records_refused = Counter(
+            "semwatch_state_records_refused",
+            "State changelog records the state codec refused (forged or damaged); their keys start "
+            "with no state.", registry=r)
         for reason in DEAD_LETTER_REASONS:  # export zeros, so rate() works from the start
             self.dead_lettered.labels(reason=reason)
         self._open: dict[str, tuple[str, str, str]] = {}

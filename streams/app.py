@@ -60,17 +60,24 @@ def _header(msg, name: str) -> Optional[str]:
 
 
 class PartitionState(MutableMapping):
-    """One partition's slice of the state table: keys are stored as ``"<partition>|<key>"``."""
+    """One partition's slice of the state table: keys are stored as ``"<partition>|<key>"``.
+
+    A key whose value is None (a changelog record the state codec refused) has no state.
+    """
 
     def __init__(self, store: MutableMapping, partition: int):
         self._store = store
         self._prefix = f"{partition}|"
 
     def __getitem__(self, key: str) -> Any:
-        return self._store[self._prefix + key]
+        value = self._store[self._prefix + key]
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._store.get(self._prefix + key, default)
+        value = self._store.get(self._prefix + key)
+        return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._store[self._prefix + key] = value
@@ -80,7 +87,7 @@ class PartitionState(MutableMapping):
 
     def __iter__(self) -> Iterator[str]:
         n = len(self._prefix)
-        return (k[n:] for k in list(self._store.keys()) if k.startswith(self._prefix))
+        return (k[n:] for k, v in list(self._store.items()) if k.startswith(self._prefix) and v is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -101,6 +108,7 @@ class SemwatchApp:
         self._last_offsets: dict[Any, int] = {}
         self._source_wm: dict[int, float] = {}  # input partition -> highest event time validated
         self._flushing = False  # set on stop/rebalance: held events are processed, not held
+        self._refused_seen = 0  # state records refused by the codec, already counted in metrics
 
         faust_compat.check()
         app = faust_compat.App(
@@ -165,6 +173,7 @@ class SemwatchApp:
 
     async def _announce_ready(self) -> None:
         # Tasks start after partition assignment and table recovery: the worker now processes.
+        self._count_refused_records()
         self.metrics.ready.set(1)
         print(f"semwatch: worker ready (topic {self.settings.topics.runs})", file=sys.stderr, flush=True)
 
@@ -380,7 +389,15 @@ class SemwatchApp:
                 for key in [k for k in list(self.table.data.keys()) if k.startswith(prefix)]:
                     self.table.data.pop(key, None)
 
+    def _count_refused_records(self) -> None:
+        # The codec is one object per process, without the worker's metrics: it counts, we export.
+        total = state_codec.refused_total()
+        if total > self._refused_seen:
+            self.metrics.state_records_refused.inc(total - self._refused_seen)
+            self._refused_seen = total
+
     async def _update_gauges(self) -> None:
+        self._count_refused_records()
         consumer = self.app.consumer
         lag = 0
         for tp, offset in list(self._last_offsets.items()):

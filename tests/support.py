@@ -90,6 +90,23 @@ class WorkerProcess:
         return scrape(self.metrics_port)
 
 
+def engine_halfway(seed: int = 7, hours: float = 5.0):
+    """The default config's engine halfway through generated traffic with incidents:
+    ``(config, engine, the events still to come)``, for checks of state that is restored there."""
+    from semwatch.config import load_config
+    from semwatch.contract import RunEvent
+    from semwatch.generate import generate
+
+    config = load_config(REPO / "config")
+    events, _ = generate(seed=seed, start="2026-01-06T02:00:00Z", duration_s=hours * 3600, rate=2.0)
+    events = [RunEvent.model_validate(e) for e in events]
+    cut = len(events) // 2
+    engine = config.build_engine()
+    for event in events[:cut]:
+        engine.process(event)
+    return config, engine, events[cut:]
+
+
 def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}

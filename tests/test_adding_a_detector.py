@@ -21,6 +21,7 @@ from semwatch.contract import RunEvent
 from semwatch.engine.detector import (Context, Detector, DetectorParams, SegmentState, register,
                                       unit_event)
 from semwatch.engine.lifecycle import Lifecycle
+from semwatch.engine.state import state_type
 from semwatch.engine.tuning import Point, SignalProbe
 from semwatch.offline.replay import replay_events
 from semwatch.offline.tune import tune
@@ -36,6 +37,7 @@ class TruncatedStreakParams(DetectorParams):
     min_streak: int = Field(default=5, ge=2)
 
 
+@state_type("truncated_streak_segment")
 @dataclass(slots=True)
 class TruncatedStreakState(SegmentState):
     streak: int = 0

@@ -9,7 +9,6 @@ production. Timings live in bench/eval_numeric_spike.py, not here.
 from __future__ import annotations
 
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from semwatch.engine.baselines import DailyBaseline, SampleRing
 from semwatch.enrich import Enrichment
 from semwatch.enrich.prices import PriceTable, Pricing
 from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine import state_format
 from semwatch.contract import RunEvent, parse_ts
 
 START = parse_ts("2026-01-05T00:00:00Z")  # a Monday
@@ -245,8 +245,8 @@ def test_per_run_state_is_bounded_and_expires():
     engine.advance_to(events[-1]["ts"] + 3600)
     runs_left = [k for k in engine.data if k.startswith("run-tokens|") and k.count("\x1f") == 3]
     assert runs_left == []  # idle runs forgotten
-    # The segment baselines went too (idle an hour > idle_ttl_s); a run state pickles small.
-    assert len(pickle.dumps(det._new_run())) < 400
+    # The segment baselines went too (idle an hour > idle_ttl_s); a run state's record is small.
+    assert len(state_format.dumps(det._new_run())) < 400
 
 
 # -- cost spikes ------------------------------------------------------------------------------------
@@ -344,21 +344,21 @@ def test_bad_params_fail_with_the_field_named(bad):
 
 
 # -- state ---------------------------------------------------------------------------------------
-def test_state_pickles_mid_stream_and_continues_identically():
+def test_state_records_restore_mid_stream_and_continue_identically():
     t0 = START + 14 * HOUR
     events = traffic(10, START + 8 * HOUR, 9 * HOUR, switch=(t0, t0 + HOUR, "claude-3-opus"),
                      loops=(t0 - HOUR,))
     straight, _ = replay(all_detectors(), events)
     half = len(events) // 2
     first, engine = replay(all_detectors(), events[:half], close=False)
-    data = pickle.loads(pickle.dumps(dict(engine.data)))
+    records = {k: state_format.dumps(v) for k, v in engine.data.items()}  # as the changelog has them
+    data = {k: state_format.loads(v) for k, v in records.items()}
     resumed = Engine(all_detectors(), EngineOptions(), data=data, enrich=Enrichment([Pricing(PRICES)]))
     rest, _ = replay(None, events[half:], engine=resumed)
     assert [i.to_dict() for i in first + rest] == [i.to_dict() for i in straight]
     assert len(triggers(straight)) >= 2
     # Segment states stay small enough for a changelog record.
-    sizes = {k.split("|")[0]: len(pickle.dumps(v)) for k, v in data.items() if "|" in k
-             and not k.startswith("__")}
+    sizes = {k.split("|")[0]: len(v) for k, v in records.items() if "|" in k and not k.startswith("__")}
     assert max(sizes.values()) < 8000, sizes
 
 

@@ -253,3 +253,118 @@ def test_redact_does_not_leak_a_secret_cut_at_the_scan_limit():
             text = pre + "y" * (480 - len(pre) - shift) + " " + secret + " and more text after it"
             out = redact(text, 120)
             assert_no_leak(out, f"redact() of a text cut {shift} characters into {secret!r}")
+
+
+# -- secrets the patterns used to miss, and ordinary text they must leave alone ----------------------
+MORE_SECRETS = {
+    "aws secret after its name": ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                                  ["wJalrXUtnFEMI", "bPxRfiCYEXAMPLEKEY", "K7MDENG"]),
+    "aws secret in an env line": ("export AWS_SECRET_ACCESS_KEY='q8Zt+3vN/Lm0Kp7Rw2Xs9Yd4Bf6Hj1Gc5Qe8Ua3T'",
+                                  ["q8Zt", "Lm0Kp7Rw2Xs9Yd4Bf6Hj1Gc5Qe8Ua3T"]),
+    "aws secret on its own": ("the key Hx7/Qm2pL9+vR4tW8zK1nB6cF3yJ5dS0gA2eU7iO was rotated",
+                              ["Hx7", "Qm2pL9", "vR4tW8zK1nB6cF3yJ5dS0gA2eU7iO"]),
+    "my password is": ("ok so my password is hunter2 if you need it", ["hunter2"]),
+    "password was, quoted": ('The password was "Tr0ub4dor&3" until Monday.', ["Tr0ub4dor"]),
+    "a plain-word password": ("My password is swordfish, please log in for me.", ["swordfish"]),
+    "the pin is": ("Sure, the pin is 4821 for the side door.", ["4821"]),
+    "passcode:": ("Use passcode: 907133 at the kiosk.", ["907133"]),
+    "one-time code": ("Your one-time code is 552901.", ["552901"]),
+    "e-mail, accented local part": ("Escríbeme a josé.núñez@correo.es mañana.", ["josé", "núñez", "correo.es"]),
+    "e-mail, IDN domain": ("Write to info@münchen-bäckerei.de today.", ["münchen", "info@"]),
+    "e-mail, Chinese": ("请联系 用户名@例子.广告 谢谢", ["用户名", "例子"]),
+    "e-mail, Cyrillic": ("пишите на иван.петров@почта.рф сегодня", ["иван", "петров", "почта"]),
+    "IBAN with spaces": ("Please refund to DE89 3704 0044 0532 0130 00 by Friday.", ["3704", "0532 0130"]),
+    "IBAN without spaces": ("IBAN GB82WEST12345698765432 (Westminster branch).", ["GB82WEST", "12345698765432"]),
+    "IBAN with letters, then a word": ("Send it to FR14 2004 1010 0505 0001 3M02 606 ASAP.", ["2004 1010", "3M02"]),
+    "IBAN with a typo, after the word": ("my IBAN: NL91 ABNA 0417 1643 01 thanks", ["ABNA", "0417 1643"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_SECRETS))
+def test_redact_removes_credentials_iban_and_international_email(name):
+    text, fragments = MORE_SECRETS[name]
+    out = redact(text, 200)
+    for frag in fragments:
+        assert frag not in out, f"{frag!r} survived: {out!r}"
+    assert "[" in out, out
+    # The words around the secret stay readable.
+    assert text.split()[0].strip("'\"") in out, out
+
+
+ORDINARY = [
+    "Your password is incorrect. Please try again or reset it from Settings.",
+    "The password must be at least 12 characters long and is case-sensitive.",
+    "The token limit was reached after 4096 tokens; please shorten the prompt.",
+    "Tokens: 1500 in, 200 out. The token count is 1700 for this call.",
+    "The secret ingredient is love, and the order ships in 3 days.",
+    "The secret is out: we ship on Friday.",
+    "Use the PIN pad at the front desk; the pin is located on the left.",
+    "Your verification code is on its way, and the access code is required at the gate.",
+    "Order #W1234 for 2 items totals 59.90 EUR and was delivered on 2026-01-05.",
+    "Flight LH12 ABCD departs at 10:45 from gate B22; ISO 27001 applies to case ID ABCD1234.",
+    "Reset your password at https://example.com/account/security/reset in two minutes.",
+    "See https://github.com/Example/Repo2/blob/Main/src/Handler1 for the handler.",
+    "Call center hours are 9 to 5, Monday to Friday; wait times are about 12 minutes.",
+    "Compare the plans: Basic at 9.99 USD, Pro at 19.99 USD, Team at 49 USD per seat.",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_redact_leaves_ordinary_sentences_alone(text):
+    assert redact(text, 400) == text
+
+
+# -- dead-letter details name no producer-chosen key ------------------------------------------------
+@pytest.mark.parametrize("key", [SECRETS["email"], SECRETS["openai_key"], "customer 4821 hunter2"])
+def test_dead_letter_details_do_not_echo_metrics_keys(key):
+    event = {"schema_version": "1", "event_id": "e1", "run_id": "r1", "ts": START, "app": "a", "model": "m",
+             "metrics": {"latency_ms": 12.5, key: "not a number"}}
+    verdict = validate_record(json.dumps(event).encode(), 1 << 20)
+    assert verdict.reason == "schema"
+    assert verdict.detail.startswith("metrics.<key>: "), verdict.detail
+    assert key not in verdict.detail and "hunter2" not in verdict.detail
+
+
+# -- label values cannot merge two segments' state ------------------------------------------------------
+def _labelled(i: int, app: str, route: str, run_id: str = "", **extra) -> RunEvent:
+    return RunEvent.model_validate({
+        "schema_version": "1", "event_id": f"lab-{i}", "run_id": run_id or f"lab-run-{i}", "ts": START + i,
+        "app": app, "route": route, "model": "gpt-4o-mini", "prompt_version": "v1", "input_tokens": 500,
+        "output_tokens": 50, "finish_reason": "stop", "response_text": "Done.", **extra})
+
+
+@pytest.mark.parametrize("first, second", [
+    (("shop\x1fpay", "refunds"), ("shop", "pay\x1frefunds")),  # the separator inside a value
+    (("shop|pay", "refunds"), ("shop", "pay|refunds")),  # the detector-name separator
+    (("shop\\", "\x1frefunds"), ("shop\\\x1f", "refunds")),  # and the escape character itself
+])
+def test_crafted_labels_get_their_own_state(first, second):
+    engine = load_config(REPO / "config").build_engine()
+    engine.process(_labelled(0, *first))
+    keys_first = set(engine.data)
+    engine.process(_labelled(1, *second))
+    added = set(engine.data) - keys_first
+    for key in keys_first - {"__engine__"}:
+        prefix = key.split("|", 1)[0] + "|"
+        assert any(k.startswith(prefix) for k in added), f"the second segment reused {key!r}"
+
+
+def test_a_segment_value_cannot_pose_as_a_run_of_another_segment():
+    engine = load_config(REPO / "config").build_engine()
+    detector = next(d for d in engine.detectors if d.name == "run-tokens")
+    segment = {"app": "a", "route": "r", "model": "m", "prompt_version": "v1"}
+    run_key = engine._key(detector, {**segment, "run_id": "run-1"})
+    posing = engine._key(detector, {**segment, "prompt_version": "v1\x1frun-1"})
+    assert run_key != posing
+    # Ordinary labels keep the keys they always had (a recorded replay gives the same output).
+    assert engine._key(detector, segment) == "run-tokens|a\x1fr\x1fm\x1fv1"
+
+
+def test_change_scopes_of_crafted_apps_and_routes_stay_apart():
+    from semwatch.engine.changes import ChangeTracker
+
+    keys = {tuple(ChangeTracker.scope_keys(seg)) for seg in (
+        {"app": "a|b", "route": "c"}, {"app": "a", "route": "b|c"}, {"app": "a", "route": "*"})}
+    assert len({k for pair in keys for k in pair}) == 5  # 3 route scopes, 2 app scopes (a|b, a)
+    assert ChangeTracker.scope_keys({"app": "shop", "route": "refunds"}) == \
+        ["__changes__|shop|refunds", "__changes__|shop|*"]

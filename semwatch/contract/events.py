@@ -8,7 +8,8 @@ should be greater than or equal to 0``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+import types
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -116,13 +117,65 @@ class RunEvent(BaseModel):
         return None
 
 
-def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
-    """``field.path: message; ...`` — short enough for a Kafka header."""
+def describe_validation_error(err: ValidationError, limit: int = 3,
+                              model: Optional[type[BaseModel]] = None) -> str:
+    """``field.path: message; ...`` — short enough for a Kafka header.
+
+    The path names only what the contract defines: a key of a map whose keys the producer chooses
+    (``metrics``, ``subject``, ``feedback``, tool ``arguments``) reads ``<key>``, a field the model
+    does not declare ``<field>``, so a dead-letter detail never echoes what a producer wrote there.
+    ``model`` is the model that raised ``err`` (default: the contract model of that name).
+
+    >>> try:
+    ...     RunEvent.model_validate({"schema_version": "1", "event_id": "e", "run_id": "r", "ts": 0,
+    ...                              "app": "a", "model": "m", "metrics": {"jane@example.com": "x"}})
+    ... except ValidationError as exc:
+    ...     describe_validation_error(exc)
+    'metrics.<key>: Input should be a valid number, unable to parse string as a number'
+    """
+    model = model or _contract_models().get(err.title)
     parts = []
     for e in err.errors()[:limit]:
-        loc = ".".join(str(p) for p in e.get("loc", ())) or "(record)"
+        loc = _safe_loc(e.get("loc", ()), model) or "(record)"
         parts.append(f"{loc}: {e.get('msg', 'invalid')}")
     more = len(err.errors()) - limit
     if more > 0:
         parts.append(f"... and {more} more")
     return "; ".join(parts)
+
+
+def _contract_models() -> dict[str, type[BaseModel]]:
+    from semwatch.contract.incidents import Incident, SuspectedChange
+    from semwatch.contract.labels import LabelledWindow
+
+    return {m.__name__: m for m in (RunEvent, ToolCall, Incident, SuspectedChange, LabelledWindow)}
+
+
+def _safe_loc(loc: tuple, model: Optional[type[BaseModel]]) -> str:
+    """A validation error's location with every producer-chosen name replaced by a placeholder."""
+    out: list[str] = []
+    hint: Any = model
+    for part in loc:
+        hint = _unwrap_optional(hint)
+        origin = get_origin(hint)
+        if isinstance(part, int):
+            out.append(str(part))
+            hint = (get_args(hint) or (None,))[0] if origin in (list, tuple) else None
+        elif isinstance(hint, type) and issubclass(hint, BaseModel) and part in hint.model_fields:
+            out.append(part)
+            hint = hint.model_fields[part].annotation
+        elif origin is dict:
+            out.append("<key>")
+            hint = (get_args(hint) or (None, None))[1]
+        else:  # a field the model does not declare, or past what we can follow
+            out.append("<field>" if isinstance(hint, type) and issubclass(hint, BaseModel) else "<key>")
+            hint = None
+    return ".".join(out)
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    args = get_args(hint)
+    if get_origin(hint) in (Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint

@@ -1,6 +1,6 @@
-"""Small, picklable baselines for the numeric spike detectors (detectors/run_outlier.py, runaway_loop.py, rate_spike.py).
+"""Small plain-data baselines for the numeric spike detectors (run_outlier.py, runaway_loop.py, rate_spike.py).
 
-Two estimators, both plain data (``array('d')`` and floats) so that a segment's state pickles to a
+Two estimators, both plain data (``array('d')`` and floats) so that a segment's state record is a
 few kilobytes and replays identically:
 
 - :class:`SampleRing` — robust location and scale (median and MAD) of the recent past on a log
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 
 NAN = float("nan")
 
@@ -43,6 +43,7 @@ def _median_sorted(values) -> float:
     return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
+@state_type("sample_ring")
 @dataclass(slots=True)
 class SampleRing(PlainState):
     """Recent samples (log scale) with a cached median and MAD. See the module docstring."""
@@ -156,6 +157,7 @@ class SampleRing(PlainState):
         return n
 
 
+@state_type("daily_baseline")
 @dataclass(slots=True)
 class DailyBaseline(PlainState):
     """Expected log value by time of day. See the module docstring.

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, key_part, state_type
 from semwatch.contract import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
@@ -26,6 +26,7 @@ WARMUP_S = 1800.0
 MAX_SCOPES = 20000
 
 
+@state_type("scope_history")
 @dataclass(slots=True)
 class ScopeHistory(PlainState):
     # field -> list of [value, first_seen, last_seen], oldest first
@@ -34,6 +35,13 @@ class ScopeHistory(PlainState):
     changes: list[list] = field(default_factory=list)
     last_seen: float = 0.0
     first_seen: Optional[float] = None
+
+
+def _scope_key(app: str, route: Optional[str]) -> str:
+    """``__changes__|<app>|<route>``, or ``|*`` for the whole app: values escaped like segment keys,
+    and a route named ``*`` apart from the whole app."""
+    part = "*" if route is None else ("\\*" if route == "*" else key_part(route))
+    return f"__changes__|{key_part(app)}|{part}"
 
 
 class ChangeTracker:
@@ -55,14 +63,14 @@ class ChangeTracker:
     def scope_keys(segment: dict[str, str]) -> list[str]:
         """Scopes that can explain a segment: its app+route and the whole app."""
         app = segment.get("app", "")
-        keys = [f"__changes__|{app}|*"]
+        keys = [_scope_key(app, None)]
         if "route" in segment:
-            keys.insert(0, f"__changes__|{app}|{segment['route']}")
+            keys.insert(0, _scope_key(app, segment["route"]))
         return keys
 
     def observe(self, event: RunEvent) -> None:
-        for key, fields in ((f"__changes__|{event.app}|{event.route or ''}", TRACKED[:2] + TRACKED[3:]),
-                            (f"__changes__|{event.app}|*", TRACKED)):
+        for key, fields in ((_scope_key(event.app, event.route or ""), TRACKED[:2] + TRACKED[3:]),
+                            (_scope_key(event.app, None), TRACKED)):
             hist = self._get(key)
             created = hist is None
             lru = self._lru

@@ -15,18 +15,18 @@ from typing import Any, Callable, Iterable, MutableMapping, Optional
 
 from semwatch.engine.detector import Context, Detector, SegmentState, StateAccess
 from semwatch.engine.changes import ChangeTracker, ScopeHistory
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, segment_key, state_type
 from semwatch.contract import Incident, RunEvent
 
 log = logging.getLogger("semwatch.engine")
 
 ENGINE_KEY = "__engine__"
-SEP = "\x1f"
 
 
+@state_type("engine_clock")
 @dataclass(slots=True)
 class EngineClock(PlainState):
-    """Persisted engine bookkeeping (picklable)."""
+    """Persisted engine bookkeeping (plain data, in the changelog like detector state)."""
 
     max_ts: float = -math.inf
     next_tick: float = -math.inf
@@ -111,7 +111,7 @@ class Engine(StateAccess):
                 self._active.add(key)
 
     def _key(self, detector: Detector, segment: dict[str, str]) -> str:
-        return f"{detector.name}|{SEP.join(segment.values())}"
+        return f"{detector.name}|{segment_key(segment.values())}"
 
     def _get_raw(self, key: str) -> Optional[ScopeHistory]:
         return self.data.get(key)
@@ -128,7 +128,7 @@ class Engine(StateAccess):
         self._active.discard(key)
 
     def get_or_create(self, detector, segment, factory, now):
-        key = f"{detector.name}|{SEP.join(segment.values())}"
+        key = f"{detector.name}|{segment_key(segment.values())}"
         st = self.data.get(key)
         lru = self._lru[detector.name]
         if st is None:

@@ -1,9 +1,9 @@
 """The shape every detector and rule shares.
 
 A detector is pure Python over events: no Kafka, no Faust, no I/O. It keeps all of its memory in
-small picklable state objects that it asks the :class:`Context` for, keyed by segment, so that the
-same detector runs in a Faust worker (state in a changelogged table) and in offline replay (state
-in a dict) with identical results.
+small plain-data state objects (:mod:`semwatch.engine.state`) that it asks the :class:`Context`
+for, keyed by segment, so that the same detector runs in a Faust worker (state in a changelogged
+table) and in offline replay (state in a dict) with identical results.
 
 Life of one event: the engine calls ``observe(event, ctx)`` on every detector. A detector reads and
 updates its segment state and, when its lifecycle says so, calls ``ctx.emit(...)``. Time-driven work
@@ -57,7 +57,8 @@ class DetectorParams(BaseModel):
 
 @dataclass(slots=True)
 class SegmentState(PlainState):
-    """Base of every detector's per-segment state. Picklable, small, plain data."""
+    """Base of every detector's per-segment state: small plain data. Subclasses are registered with
+    ``@state_type`` (:mod:`semwatch.engine.state`) so that the changelog can hold them."""
 
     segment: dict[str, str]
     last_seen: float = 0.0

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 
 
+@state_type("lifecycle")
 @dataclass(slots=True)
 class Lifecycle(PlainState):
     status: str = "ok"  # ok | pending | firing

@@ -43,6 +43,7 @@ from semwatch.contract import RunEvent
 from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState
 from semwatch.engine.formatting import duration, segment_text
 from semwatch.engine.lifecycle import Lifecycle
+from semwatch.engine.state import state_type
 from semwatch.engine.tuning import Point, SignalProbe
 
 _DAY = 86400.0
@@ -100,6 +101,7 @@ class ShareParams(DetectorParams):
         return self
 
 
+@state_type("share")
 @dataclass(slots=True)
 class ShareState(SegmentState):
     base_n: float = 0.0  # learnt events (decayed)

@@ -19,13 +19,14 @@ from pydantic import Field, ValidationInfo, field_validator
 from semwatch.contract import RunEvent
 from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState
 from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 from semwatch.engine.tuning import Point, SignalProbe
 
 MAX_BUCKETS_PER_WINDOW = 1440
 _SAMPLES = 5  # evidence: recent matching events kept per segment
 
 
+@state_type("window_bucket")
 @dataclass(slots=True)
 class Bucket(PlainState):
     n: int = 0  # events (or calls) in the population
@@ -36,6 +37,7 @@ class Bucket(PlainState):
     samples: Optional[list[list[str]]] = None  # [run_id, event_id] of the first matching events
 
 
+@state_type("window_segment")
 @dataclass(slots=True)
 class WindowState(SegmentState):
     buckets: dict[int, Bucket] = dc_field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The detection engine and the machinery detectors share (docs/architecture.md)."""
