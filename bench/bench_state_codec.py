@@ -31,7 +31,7 @@ from semwatch.config import load_config  # noqa: E402
 from semwatch.contract import RunEvent  # noqa: E402
 from semwatch.engine import state_format  # noqa: E402
 from semwatch.engine.state import tag_of  # noqa: E402
-from semwatch.generate import generate, parse_duration  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration  # noqa: E402
 from streams import state_codec  # noqa: E402
 
 

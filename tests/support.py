@@ -90,14 +90,17 @@ class WorkerProcess:
         return scrape(self.metrics_port)
 
 
-def engine_halfway(seed: int = 7, hours: float = 5.0):
-    """The default config's engine halfway through generated traffic with incidents:
-    ``(config, engine, the events still to come)``, for checks of state that is restored there."""
+def engine_halfway(seed: int = 7, hours: float = 5.0, types: set[str] | None = None):
+    """The default config's engine (its detectors of ``types`` only, when given) halfway through
+    generated traffic with incidents: ``(config, engine, the events still to come)``, for checks of
+    state that is restored there."""
     from semwatch.config import load_config
     from semwatch.contract import RunEvent
-    from semwatch.generate import generate
+    from semwatch.simulator.generate import generate
 
     config = load_config(REPO / "config")
+    if types is not None:
+        config = config.with_params([p for p in config.detector_params if p.type in types])
     events, _ = generate(seed=seed, start="2026-01-06T02:00:00Z", duration_s=hours * 3600, rate=2.0)
     events = [RunEvent.model_validate(e) for e in events]
     cut = len(events) // 2

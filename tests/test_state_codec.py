@@ -231,9 +231,14 @@ PREVIOUS_PATHS = {
 }
 
 
+#: Detector types of the previous release (its changelog holds only their state).
+PREVIOUS_TYPES = {"false_refusal_spike", "wrong_entity_action", "wrong_entity_rate", "run_outlier",
+                  "runaway_loop", "rate_spike", "threshold"}
+
+
 @pytest.fixture(scope="module")
 def halfway():
-    return engine_halfway()
+    return engine_halfway(types=PREVIOUS_TYPES)
 
 
 def _pickled_by_the_previous_release(values: dict, monkeypatch) -> dict[str, bytes]:
