@@ -1,4 +1,4 @@
-"""The pager agent's delivery logic (sinks/pager.py, sinks/alertmanager.py, sinks/pagerduty.py),
+"""The pager agent's delivery logic (sinks/pager/: dispatch, delivery, alertmanager, pagerduty),
 without a broker, against a real local HTTP receiver (http.server in a thread): exact payloads for
 both targets, retries and their bounds, dedup, and the metrics in a private registry."""
 
@@ -16,11 +16,13 @@ import pytest
 
 from semwatch.contract import Incident, format_ts
 from semwatch.settings import SettingsError
-from sinks import pager as pager_mod
-from sinks.alertmanager import AlertmanagerTarget
-from sinks.pager import (HttpSender, Pager, PagerMetrics, PagerOptions, RetryPolicy, build_targets,
-                         parse_incident)
-from sinks.pagerduty import PagerDutyTarget
+from sinks.pager.agent import add_arguments, build_targets, pager_settings, target_names
+from sinks.pager.alertmanager import AlertmanagerTarget
+from sinks.pager.delivery import HttpSender, RetryPolicy
+from sinks.pager.dispatch import LRUSet, Pager
+from sinks.pager.metrics import PagerMetrics
+from sinks.pager.pagerduty import PagerDutyTarget
+from sinks.pager.records import MalformedIncident, parse_incident
 
 AM_PATH = "/api/v2/alerts"
 PD_PATH = "/v2/enqueue"
@@ -377,7 +379,7 @@ def test_duplicates_are_suppressed(receiver, metrics):
 
 
 def test_lru_is_bounded():
-    lru = pager_mod.LRUSet(3)
+    lru = LRUSet(3)
     for i in range(5):
         lru.add(i)
     assert len(lru) == 3 and 0 not in lru and 4 in lru
@@ -443,14 +445,14 @@ def test_malformed_records_are_rejected_not_fatal(receiver, metrics, value, acti
 def test_parse_incident_names_the_field():
     bad = incident().to_dict()
     bad["severity"] = "SEV-9"
-    with pytest.raises(pager_mod.MalformedIncident, match="severity"):
+    with pytest.raises(MalformedIncident, match="severity"):
         parse_incident(json.dumps(bad).encode())
 
 
 def test_malformed_timestamps_are_rejected():
     bad = incident().to_dict()
     bad["detected_at"] = "yesterday"
-    with pytest.raises(pager_mod.MalformedIncident, match="detected_at") as err:
+    with pytest.raises(MalformedIncident, match="detected_at") as err:
         parse_incident(json.dumps(bad).encode())
     assert err.value.event_action == "trigger"
 
@@ -488,34 +490,65 @@ def test_metrics_start_at_zero(metrics):
 
 def _args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    pager_mod.add_arguments(parser)
+    add_arguments(parser)
     ns = parser.parse_args([])
     for k, v in kw.items():
         setattr(ns, k, v)
     return ns
 
 
-def test_options_need_a_target_and_take_secrets_only_from_the_environment():
+@pytest.fixture
+def pager_env(monkeypatch):
+    """A clean environment for the pager's settings; returns a setter."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SEMWATCH_"):
+            monkeypatch.delenv(name)
+    return monkeypatch.setenv
+
+
+def test_options_need_a_target_and_take_secrets_only_from_the_environment(pager_env):
     with pytest.raises(SettingsError, match="no paging target"):
-        PagerOptions.from_args(_args(), environ={})
+        pager_settings(_args())
     with pytest.raises(SettingsError, match="SEMWATCH_PAGERDUTY_ROUTING_KEY"):
-        PagerOptions.from_args(_args(pagerduty_url="http://pd"), environ={})
+        pager_settings(_args(pagerduty_url="http://pd"))
     with pytest.raises(SettingsError, match="segment label"):
-        PagerOptions.from_args(_args(alertmanager_url="http://am", segment_labels="app,severity"), environ={})
-    opts = PagerOptions.from_args(_args(), environ={"SEMWATCH_PAGERDUTY_ROUTING_KEY": "secret-key",
-                                                    "SEMWATCH_ALERTMANAGER_URL": "http://am:9093"})
-    assert opts.target_names() == ["alertmanager", "pagerduty"]
-    assert "secret-key" not in repr(opts)
-    targets = build_targets(opts, HttpSender(PagerMetrics()))
+        pager_settings(_args(alertmanager_url="http://am", segment_labels="app,severity"))
+    pager_env("SEMWATCH_PAGERDUTY_ROUTING_KEY", "secret-key")
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "http://am:9093")
+    settings = pager_settings(_args())
+    assert target_names(settings) == ["alertmanager", "pagerduty"]
+    assert "secret-key" not in repr(settings)
+    targets = build_targets(settings, HttpSender(PagerMetrics()))
     assert [repr(t) for t in targets] == ["AlertmanagerTarget('http://am:9093/api/v2/alerts')",
                                           "PagerDutyTarget('https://events.pagerduty.com/v2/enqueue')"]
     # a CLI flag beats the environment for URLs; there is no flag for the routing key
-    opts = PagerOptions.from_args(_args(alertmanager_url="http://other:9093"),
-                                  environ={"SEMWATCH_ALERTMANAGER_URL": "http://am:9093"})
-    assert opts.alertmanager_url == "http://other:9093" and opts.target_names() == ["alertmanager"]
+    pager_env("SEMWATCH_PAGERDUTY_ROUTING_KEY", "")  # compose passes an unset key as ""
+    settings = pager_settings(_args(alertmanager_url="http://other:9093"))
+    assert settings.alertmanager_url == "http://other:9093" and target_names(settings) == ["alertmanager"]
     parser = argparse.ArgumentParser()
-    pager_mod.add_arguments(parser)
+    add_arguments(parser)
     assert not any("routing" in (a.dest or "") for a in parser._actions)
+
+
+def test_delivery_settings_come_from_the_environment_and_flags_win(pager_env):
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "http://am:9093")
+    pager_env("SEMWATCH_PAGER__MAX_ATTEMPTS", "3")
+    pager_env("SEMWATCH_PAGER__BACKOFF_MAX_S", "7")
+    pager_env("SEMWATCH_PAGER__SEGMENT_LABELS", "app, tenant")
+    settings = pager_settings(_args(max_attempts=9))
+    assert settings.pager.max_attempts == 9  # the flag
+    assert settings.pager.backoff_max_s == 7.0  # the environment
+    assert settings.pager.segment_labels == ("app", "tenant")
+    assert settings.pager.resend_interval_s == 60.0  # the default
+    with pytest.raises(Exception):
+        settings.pager.max_attempts = 1  # frozen
+    with pytest.raises(SettingsError, match="SEMWATCH_PAGER__RESEND_INTERVAL_S"):
+        pager_settings(_args(resend_interval_s=0.0))
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "alertmanager:9093")
+    with pytest.raises(SettingsError, match="http:// or https://"):
+        pager_settings(_args())
 
 
 def test_backoff_grows_with_jitter_and_is_capped():

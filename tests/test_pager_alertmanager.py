@@ -24,8 +24,10 @@ import pytest
 
 from semwatch.broker import free_port
 from semwatch.contract import Incident, format_ts, parse_ts
-from sinks.alertmanager import AlertmanagerTarget
-from sinks.pager import HttpSender, Pager, PagerMetrics, RetryPolicy
+from sinks.pager.alertmanager import AlertmanagerTarget
+from sinks.pager.delivery import HttpSender, RetryPolicy
+from sinks.pager.dispatch import Pager
+from sinks.pager.metrics import PagerMetrics
 
 BINARY = "prometheus-alertmanager"
 

@@ -1,8 +1,8 @@
 """Incident records -> PagerDuty Events API v2 (``POST {url}/v2/enqueue``).
 
 The incident record was designed as a PagerDuty event (DESIGN.md): ``dedup_key``, ``event_action``
-and the severity map straight across, so this module is a mapping plus one HTTP call. Delivery,
-retries and dedup live in :mod:`sinks.pager`; this module never imports it (the sender is passed in).
+and the severity map straight across, so this module is a mapping plus one HTTP call. Retries live
+in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in :mod:`sinks.pager.dispatch`.
 
 >>> inc = Incident(incident_id="i1", dedup_key="d/1", event_action="resolve", severity="SEV-1",
 ...                kind="cost_spike", detector="cost", summary="s", segment={}, window_start="t",
@@ -13,27 +13,19 @@ retries and dedup live in :mod:`sinks.pager`; this module never imports it (the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from semwatch.contract import Incident
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sinks.pager import Delivery, HttpSender
+from sinks.pager.delivery import Delivery, HttpSender
+from sinks.pager.records import SEVERITY, truncate
 
 DEFAULT_URL = "https://events.pagerduty.com"
-
-# semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (DESIGN.md).
-SEVERITY = {"SEV-1": "critical", "SEV-2": "error", "SEV-3": "warning"}
 
 MAX_SUMMARY = 1024  # PagerDuty truncates longer summaries itself; we cut them cleanly instead
 MAX_SOURCE = 255
 MAX_EVIDENCE_IDS = 20
 # Segment labels named in ``source``: bounded and readable, never run or entity ids.
 SOURCE_LABELS = ("app", "route", "model", "prompt_version")
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def event_for(inc: Incident, routing_key: str) -> dict[str, Any]:
@@ -80,12 +72,12 @@ class PagerDutyTarget:
     """Sends triggers and resolves to one PagerDuty integration (one routing key).
 
     PagerDuty itself keeps one open incident per dedup_key, so this target needs no state: the
-    pager's dedup (sinks.pager) only saves PagerDuty the duplicate events.
+    pager's dedup (sinks.pager.dispatch) only saves PagerDuty the duplicate events.
     """
 
     name = "pagerduty"
 
-    def __init__(self, url: Optional[str], routing_key: str, sender: "HttpSender"):
+    def __init__(self, url: Optional[str], routing_key: str, sender: HttpSender):
         if not routing_key:
             raise ValueError("PagerDuty needs a routing key (SEMWATCH_PAGERDUTY_ROUTING_KEY)")
         self.base_url = (url or DEFAULT_URL).rstrip("/")
@@ -96,7 +88,7 @@ class PagerDutyTarget:
     def __repr__(self) -> str:  # never show the routing key
         return f"PagerDutyTarget({self.endpoint!r})"
 
-    async def send(self, inc: Incident) -> "Delivery":
+    async def send(self, inc: Incident) -> Delivery:
         return await self.sender.post_json(self.name, self.endpoint, event_for(inc, self._routing_key))
 
     async def refresh(self, inc: Incident) -> None:

@@ -4,14 +4,16 @@ One incident is one alert, identified (like every Alertmanager alert) by its lab
 ``dedup_key`` label keeps two incidents of one detector apart. A trigger posts the alert without
 ``endsAt``; a resolve posts the same labels with ``endsAt``. Alertmanager forgets an alert that is not
 re-sent within its ``resolve_timeout`` (it resolves it itself), so :class:`AlertmanagerTarget` keeps
-every open alert and :mod:`sinks.pager` re-sends them periodically until they resolve.
+every open alert and the pager agent (:mod:`sinks.pager.agent`) re-sends them periodically until
+they resolve.
 
 Times: incidents carry event time, Alertmanager works in wall-clock time. ``startsAt`` is the
 trigger's ``detected_at`` and ``endsAt`` the resolve's ``detected_at``, both clamped to *now*: an
 explicit resolve must resolve the alert now, even when a producer's clock runs ahead (an ``endsAt``
 in the future would keep the alert firing until then, and a ``startsAt`` in the future is rejected).
 
-Delivery, retries and dedup live in :mod:`sinks.pager`; this module never imports it.
+Retries live in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in
+:mod:`sinks.pager.dispatch`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from semwatch.contract import Incident, format_ts, parse_ts
-from sinks.pagerduty import SEVERITY, truncate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sinks.pager import Delivery, HttpSender
+from sinks.pager.delivery import Delivery, HttpSender
+from sinks.pager.records import SEVERITY, truncate
 
 log = logging.getLogger("semwatch.pager.alertmanager")
 
@@ -142,7 +142,7 @@ class AlertmanagerTarget:
 
     name = "alertmanager"
 
-    def __init__(self, url: str, sender: "HttpSender", *,
+    def __init__(self, url: str, sender: HttpSender, *,
                  segment_labels: Iterable[str] = DEFAULT_SEGMENT_LABELS, max_open: int = 10000,
                  clock: Callable[[], float] = time.time):
         if not url:
@@ -167,7 +167,7 @@ class AlertmanagerTarget:
             log.warning("more than %d open alerts: no longer re-sending %s; Alertmanager resolves it "
                         "after its resolve_timeout", self.max_open, old_key)
 
-    async def send(self, inc: Incident) -> "Delivery":
+    async def send(self, inc: Incident) -> Delivery:
         now = self.clock()
         if inc.event_action == "trigger":
             alert = firing_alert(inc, segment_labels=self.segment_labels, now=now)
