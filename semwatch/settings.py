@@ -24,6 +24,8 @@ class Topics(BaseModel):
 
     runs: str = "semwatch.runs"
     incidents: str = "semwatch.incidents"
+    # The pager's memory of what it delivered (compacted; see sinks/pager/ledger.py).
+    pager_delivered: str = "semwatch.pager.delivered"
     dlq: str = "semwatch.runs.dlq"
     otlp: str = "semwatch.otlp.spans"
 
@@ -44,17 +46,17 @@ class KafkaSecurity(BaseModel):
 
 
 class PagerSettings(BaseModel):
-    """``semwatch page``: delivery and memory (``SEMWATCH_PAGER__*``; each has a CLI flag that wins)."""
+    """``semwatch page``: delivery and memory (``SEMWATCH_PAGER__*``; each has a CLI flag that wins).
 
-    model_config = ConfigDict(frozen=True)
+    A page is retried until the target takes it or refuses it for good: there is no attempt limit
+    or deadline to set, only how fast retries back off."""
 
-    # HTTP attempts per page and target. More: a longer outage is bridged, later pages wait longer.
-    max_attempts: int = Field(default=6, ge=1)
-    # Total time per page and target, sleeps and requests included.
-    retry_deadline_s: float = Field(default=60.0, gt=0)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     # One HTTP request.
     request_timeout_s: float = Field(default=10.0, gt=0)
-    # First retry delay; doubles per attempt (with jitter) up to backoff_max_s.
+    # First retry delay; doubles per attempt (with jitter) up to backoff_max_s. A smaller cap
+    # notices a recovered target sooner and sends more requests to a down one.
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     # Open alerts are re-sent to Alertmanager this often: keep it well below its resolve_timeout.
@@ -62,10 +64,14 @@ class PagerSettings(BaseModel):
     # Segment keys sent as Alertmanager labels (comma-separated in the environment): bounded
     # values only, they are Alertmanager's grouping keys. Names are checked when the pager starts.
     segment_labels: Annotated[tuple[str, ...], NoDecode] = ("app", "route", "model", "prompt_version")
-    # Delivered pages remembered for dedup, per target.
+    # Resolved problems (dedup keys) remembered per target, besides every open one. One forgotten
+    # can be paged again if its old records are read again (a group re-reading the topic).
     lru_size: int = Field(default=10000, ge=1)
     # Open Alertmanager alerts kept for re-sending.
     max_open: int = Field(default=10000, ge=1)
+    # Records waiting at one target beyond which the pager stops reading the incidents topic
+    # (memory bound during a long outage; every target then waits for the slowest).
+    max_backlog: int = Field(default=10000, ge=1)
 
     @field_validator("segment_labels", mode="before")
     @classmethod

@@ -360,8 +360,11 @@ def test_topic_init_matches_settings(services):
     init = services["topic-init"]
     script = " ".join(as_list(init.get("entrypoint")) + as_list(init.get("command")))
     topics = Settings().topics
-    for topic in (topics.runs, topics.incidents, topics.dlq, topics.otlp):
+    for topic in (topics.runs, topics.incidents, topics.dlq, topics.otlp, topics.pager_delivered):
         assert topic in script, f"topic-init does not create {topic}"
+    # The pager's ledger keeps one record per key: compacted.
+    ledger = script[script.index(topics.pager_delivered):].split("kafka-topics.sh")[0]
+    assert "cleanup.policy=compact" in ledger, "topic-init must create the pager's ledger compacted"
     assert "--partitions" in script
     declared = environment(init).get("PARTITIONS")
     assert declared == partitions, (f"topic-init creates {declared} partitions but workers use "

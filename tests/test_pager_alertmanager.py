@@ -178,7 +178,7 @@ def incident(action: str) -> Incident:
 
 def test_trigger_and_resolve_reach_the_webhook_through_real_alertmanager(alertmanager, webhook):
     metrics = PagerMetrics(targets=["alertmanager"])
-    sender = HttpSender(metrics, RetryPolicy(max_attempts=3, deadline_s=20, timeout_s=5, backoff_base_s=0.2))
+    sender = HttpSender(metrics, RetryPolicy(timeout_s=5, backoff_base_s=0.2))
     pager = Pager([AlertmanagerTarget(alertmanager.url, sender)], metrics)
     key = "wrong-entity-action/5ee1b0c2"
     trigger, resolve = incident("trigger"), incident("resolve")
@@ -217,7 +217,7 @@ def test_trigger_and_resolve_reach_the_webhook_through_real_alertmanager(alertma
 def test_alertmanager_rejects_a_bad_alert_and_the_pager_does_not_retry(alertmanager):
     """A 4xx from the real Alertmanager (here: an invalid label name) is rejected, not retried."""
     metrics = PagerMetrics(targets=["alertmanager"])
-    sender = HttpSender(metrics, RetryPolicy(max_attempts=3, deadline_s=20, timeout_s=5, backoff_base_s=0.2))
+    sender = HttpSender(metrics, RetryPolicy(timeout_s=5, backoff_base_s=0.2))
     try:
         delivery = asyncio.run(sender.post_json("alertmanager", f"{alertmanager.url}/api/v2/alerts",
                                                 [{"labels": {"bad-label": "x"}}]))

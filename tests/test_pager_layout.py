@@ -8,7 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sinks" / "pager"
 # Each module may import only modules listed before it (sinks/pager/__init__.py says the same).
-ORDER = ["records", "metrics", "delivery", "alertmanager", "pagerduty", "dispatch", "agent"]
+ORDER = ["records", "metrics", "delivery", "alertmanager", "pagerduty", "memory", "ledger", "offsets",
+         "dispatch", "agent"]
 MAX_LINES = 600
 
 

@@ -1,15 +1,15 @@
-"""``semwatch page``: the pager agent's process. Reads ``semwatch.incidents`` in a consumer group
-and hands each record to :class:`~sinks.pager.dispatch.Pager`; serves /metrics; re-sends open
-alerts to Alertmanager; stops gracefully on SIGTERM.
+"""``semwatch page``: the pager agent's process. Reads ``semwatch.incidents`` in a consumer group,
+queues each record on every target's lane (:mod:`sinks.pager.dispatch`), commits offsets only past
+records every target is done with (:mod:`sinks.pager.offsets`), serves /metrics, re-sends open
+alerts to Alertmanager, and stops gracefully on SIGTERM.
 
-- At least once: offsets (group ``semwatch-pager``) are committed only after a record was handled
-  by every target, so a crashed pager re-reads what it had not delivered.
-- Alertmanager forgets alerts that are not re-sent within its ``resolve_timeout``: open alerts are
-  re-sent every ``resend_interval_s``. On start the pager rebuilds its open set from the topic up
-  to the group's committed offsets (a warm start), so a restart neither drops open alerts nor
-  re-pages.
-- A malformed record is logged and counted (outcome ``rejected``, ``event_action="unknown"`` when
-  it has none), then committed: never fatal.
+Start-up: create and read the ledger topic (:mod:`sinks.pager.ledger`), the pager's memory of
+what each target already has; only then join the group. A pager without a ledger yet (one that
+ran before the ledger existed) takes the incidents topic up to its group's committed offsets as
+delivered instead, once, and writes that to the ledger.
+
+A malformed record is logged and counted (outcome ``rejected``, ``event_action="unknown"`` when it
+has none), then committed: never fatal.
 
 Settings: :class:`semwatch.settings.Settings` (targets: ``SEMWATCH_ALERTMANAGER_URL``,
 ``SEMWATCH_PAGERDUTY_URL``, ``SEMWATCH_PAGERDUTY_ROUTING_KEY``; delivery: ``SEMWATCH_PAGER__*``);
@@ -18,6 +18,7 @@ command-line flags win. The routing key has no flag: it comes from the environme
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -29,7 +30,9 @@ from semwatch.settings import Settings, SettingsError, load_settings
 from sinks.pager.alertmanager import AlertmanagerTarget, check_segment_labels
 from sinks.pager.delivery import HttpSender, RetryPolicy
 from sinks.pager.dispatch import Pager, Target
+from sinks.pager.ledger import KafkaLedger
 from sinks.pager.metrics import PagerMetrics
+from sinks.pager.offsets import OffsetTracker
 from sinks.pager.pagerduty import DEFAULT_URL as PAGERDUTY_DEFAULT_URL
 from sinks.pager.pagerduty import PagerDutyTarget
 
@@ -41,11 +44,11 @@ ENV_ROUTING_KEY = "SEMWATCH_PAGERDUTY_ROUTING_KEY"
 ENV_ALERTMANAGER_URL = "SEMWATCH_ALERTMANAGER_URL"
 ENV_PAGERDUTY_URL = "SEMWATCH_PAGERDUTY_URL"
 
-# --flag (argparse dest) -> field of settings.pager it overrides.
-PAGER_FLAGS = {"max_attempts": "max_attempts", "retry_deadline_s": "retry_deadline_s",
-               "request_timeout_s": "request_timeout_s", "backoff_base_s": "backoff_base_s",
-               "backoff_max_s": "backoff_max_s", "resend_interval_s": "resend_interval_s",
-               "segment_labels": "segment_labels", "lru_size": "lru_size"}
+# --flag (argparse dest) -> the field of settings.pager it overrides.
+PAGER_FLAGS = ("request_timeout_s", "backoff_base_s", "backoff_max_s", "resend_interval_s", "segment_labels",
+               "lru_size", "max_backlog")
+# Flags of the pager that gave pages up; accepted so that deployments keep starting, and ignored.
+RETIRED_FLAGS = ("max_attempts", "retry_deadline_s")
 
 
 # -- settings and targets ------------------------------------------------------------------------------
@@ -56,8 +59,7 @@ def pager_settings(args: Any) -> Settings:
                        ("pagerduty_url", "pagerduty_url")):
         if getattr(args, flag, None):
             overrides[name] = getattr(args, flag)
-    pager = {field: getattr(args, flag) for flag, field in PAGER_FLAGS.items()
-             if getattr(args, flag, None) is not None}
+    pager = {name: getattr(args, name) for name in PAGER_FLAGS if getattr(args, name, None) is not None}
     if pager:
         overrides["pager"] = pager
     settings = load_settings(**overrides)
@@ -84,8 +86,7 @@ def target_names(settings: Settings) -> list[str]:
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     p = settings.pager
-    return RetryPolicy(max_attempts=p.max_attempts, deadline_s=p.retry_deadline_s, timeout_s=p.request_timeout_s,
-                       backoff_base_s=p.backoff_base_s, backoff_max_s=p.backoff_max_s)
+    return RetryPolicy(timeout_s=p.request_timeout_s, backoff_base_s=p.backoff_base_s, backoff_max_s=p.backoff_max_s)
 
 
 def build_targets(settings: Settings, sender: HttpSender) -> list[Target]:
@@ -101,24 +102,27 @@ def build_targets(settings: Settings, sender: HttpSender) -> list[Target]:
 
 
 # -- Kafka ---------------------------------------------------------------------------------------------
-async def _commit(consumer, offsets: dict) -> None:
+async def _commit(consumer, tracker: OffsetTracker, partitions=None) -> None:
     from aiokafka.errors import KafkaError
 
+    offsets = {tp: o for tp, o in tracker.committable().items() if partitions is None or tp in partitions}
+    if not offsets:
+        return
     try:
         await consumer.commit(offsets)
-    except KafkaError as exc:  # e.g. a rebalance: the record comes again, and dedup catches it
-        log.warning("committing offsets failed (%s); records may be delivered again", exc)
+        tracker.committed(offsets)
+    except KafkaError as exc:  # e.g. a rebalance: the records come again, and the ledger knows them
+        log.warning("committing offsets failed (%s); records may be read again", exc)
 
 
-async def restore_state(consumer, reader_factory, topic: str, pager: Pager, timeout_s: float = 60.0) -> int:
-    """Warm start: read the incidents topic up to the group's committed offsets into the pager's
-    state (open alerts, delivered ids), sending nothing. Returns the records read."""
+async def restore_from_topic(consumer, reader_factory, topic: str, pager: Pager, timeout_s: float = 60.0) -> int:
+    """For a pager without a ledger: read the incidents topic up to the group's committed offsets
+    into the pager's memory as delivered, sending nothing. Returns the records read."""
     from aiokafka import TopicPartition
 
     await consumer.topics()  # refresh metadata
-    parts = consumer.partitions_for_topic(topic) or set()
     todo = {}
-    for p in sorted(parts):
+    for p in sorted(consumer.partitions_for_topic(topic) or ()):
         tp = TopicPartition(topic, p)
         committed = await consumer.committed(tp)
         if committed:
@@ -133,36 +137,38 @@ async def restore_state(consumer, reader_factory, topic: str, pager: Pager, time
         await reader.seek_to_beginning(*todo)
         deadline = time.monotonic() + timeout_s
         while todo and time.monotonic() < deadline:
-            batch = await reader.getmany(timeout_ms=500, max_records=1000)
-            for tp, records in batch.items():
-                end = todo.get(tp, 0)
+            for tp, records in (await reader.getmany(timeout_ms=500, max_records=1000)).items():
                 for rec in records:
-                    if rec.offset < end:
-                        pager.restore_value(rec.value)
-                        n += 1
+                    if rec.offset < todo.get(tp, 0):
+                        n += pager.restore_value(rec.value)
             for tp in list(todo):
                 if await reader.position(tp) >= todo[tp]:
                     del todo[tp]
         if todo:
-            log.warning("warm start incomplete after %.0fs (%s); continuing", timeout_s,
-                        ", ".join(f"{tp.partition}" for tp in todo))
+            log.warning("reading handled records incomplete after %.0fs (partitions %s); continuing",
+                        timeout_s, ", ".join(str(tp.partition) for tp in todo))
     finally:
         await reader.stop()
     return n
 
 
-async def serve(settings, pager: Pager, *, topic: str, group_id: str, offset_reset: str,
-                resend_interval_s: float, stop: asyncio.Event, warm_start: bool = True) -> int:
+def kafka_kwargs(settings: Settings) -> dict[str, Any]:
+    return dict(bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs())
+
+
+async def serve(settings: Settings, pager: Pager, ledger: KafkaLedger, *, topic: str, group_id: str,
+                offset_reset: str, stop: asyncio.Event, warm_start: bool = True, stop_grace_s: float = 10.0) -> int:
+    """Run until ``stop`` is set; ``ledger`` is ``pager.ledger``, started and stopped here."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.errors import KafkaError
 
-    kafka_kwargs = dict(bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs())
     consumer = AIOKafkaConsumer(
         group_id=group_id, client_id="semwatch-pager", enable_auto_commit=False,
         auto_offset_reset=offset_reset, max_poll_records=100,
         fetch_max_wait_ms=int(settings.fetch_max_wait_s * 1000),
         session_timeout_ms=int(settings.session_timeout_s * 1000),
-        heartbeat_interval_ms=max(1000, int(settings.session_timeout_s * 1000 / 3)), **kafka_kwargs)
+        heartbeat_interval_ms=max(1000, int(settings.session_timeout_s * 1000 / 3)), **kafka_kwargs(settings))
+    tracker = OffsetTracker()
 
     class Listener(ConsumerRebalanceListener):
         announced = False
@@ -170,6 +176,9 @@ async def serve(settings, pager: Pager, *, topic: str, group_id: str, offset_res
         async def on_partitions_revoked(self, revoked) -> None:
             if revoked:
                 log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+                await _commit(consumer, tracker, set(revoked))
+                for tp in revoked:  # queued records of these still go out; their offsets are not ours
+                    tracker.forget(tp)
 
         async def on_partitions_assigned(self, assigned) -> None:
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
@@ -180,12 +189,17 @@ async def serve(settings, pager: Pager, *, topic: str, group_id: str, offset_res
 
     try:
         await consumer.start()
-    except KafkaError as exc:
-        log.error("cannot connect to Kafka at %s: %s", settings.bootstrap_servers(), exc)
+        await ledger.start()
+    except (KafkaError, RuntimeError) as exc:
+        log.error("cannot start the pager's Kafka clients at %s: %s", settings.bootstrap_servers(), exc)
+        await ledger.stop()
         await consumer.stop()
         return 1
     resender: Optional[asyncio.Task] = None
+    started = False
     try:
+        known = await pager.restore()
+        log.info("ledger %s: %d dedup key(s) known", ledger.topic, known)
         # Wait for the workers to create the topic rather than subscribe to a missing one: a
         # subscription can auto-create it with the broker's default partition count.
         waited = 0.0
@@ -196,48 +210,56 @@ async def serve(settings, pager: Pager, *, topic: str, group_id: str, offset_res
                 return 0
             await asyncio.sleep(1.0)
             waited += 1.0
-        if warm_start:
-            try:
-                n = await restore_state(consumer, lambda: AIOKafkaConsumer(
-                    group_id=None, client_id="semwatch-pager-restore", enable_auto_commit=False,
-                    **kafka_kwargs), topic, pager)
-                if n:
-                    log.info("warm start: %d incident record(s) already handled", n)
-            except KafkaError as exc:
-                log.warning("warm start skipped (%s): open alerts are not re-sent until they "
-                            "come again", exc)
+        if not known and warm_start:
+            n = await restore_from_topic(consumer, lambda: AIOKafkaConsumer(
+                group_id=None, client_id="semwatch-pager-restore", enable_auto_commit=False,
+                **kafka_kwargs(settings)), topic, pager)
+            if n:
+                await pager.save_memory()
+                log.info("warm start: %d incident record(s) already handled, written to the ledger", n)
+        pager.start()
+        started = True
         consumer.subscribe([topic], listener=Listener())
-        am = pager.target("alertmanager")
-        if isinstance(am, AlertmanagerTarget):
-            resender = asyncio.create_task(_resend_loop(am, resend_interval_s))
+        am = pager.lanes.get("alertmanager")
+        if am is not None and isinstance(am.target, AlertmanagerTarget):
+            resender = asyncio.create_task(_resend_loop(am, settings.pager.resend_interval_s))
+        paused = False
         while not stop.is_set():
+            # A long outage at one target: stop reading (the group stays alive) until it catches up.
+            full = pager.undelivered() >= settings.pager.max_backlog
+            if full != paused:
+                (consumer.pause if full else consumer.resume)(*consumer.assignment())
+                log.warning("backlog of %d page(s): %s reading", pager.undelivered(),
+                            "pausing" if full else "resuming")
+                paused = full
             batch = await consumer.getmany(timeout_ms=500, max_records=100)
             for tp, records in batch.items():
                 for rec in records:
-                    await pager.handle_value(rec.value, where=f"{tp.topic}[{tp.partition}]@{rec.offset}")
-                    # Commit after each record: pages are few, and a crash then re-sends at most one.
-                    await _commit(consumer, {tp: rec.offset + 1})
-                    if stop.is_set():
-                        break
-                if stop.is_set():
-                    break
+                    tracker.take(tp, rec.offset, len(pager.lanes))
+                    pager.submit(rec.value, where=f"{tp.topic}[{tp.partition}]@{rec.offset}",
+                                 on_done=lambda tp=tp, offset=rec.offset: tracker.done(tp, offset))
+            await _commit(consumer, tracker)
         return 0
     finally:
         if resender is not None:
             resender.cancel()
             await asyncio.gather(resender, return_exceptions=True)
+        if started:
+            if not await pager.drain(stop_grace_s):
+                log.warning("stopping with %d page(s) not delivered; they are read again after a restart",
+                            pager.undelivered())
+            await pager.stop()
+            await _commit(consumer, tracker)
+        await ledger.stop()
         await consumer.stop()
 
 
-async def _resend_loop(am: AlertmanagerTarget, interval_s: float) -> None:
+async def _resend_loop(lane, interval_s: float) -> None:
+    """Every interval, queue a re-send of the open alerts on Alertmanager's lane."""
     while True:
         await asyncio.sleep(interval_s)
-        if am.open:
-            try:
-                n = await am.resend_open()
-                log.debug("re-sent %d open alert(s) to Alertmanager", n)
-            except Exception:  # noqa: BLE001 - keep re-sending next time
-                log.exception("re-sending open alerts failed")
+        if lane.target.open:
+            lane.call_soon(lane.target.resend_open)
 
 
 # -- command line --------------------------------------------------------------------------------------
@@ -255,36 +277,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
     parser.add_argument("--offset-reset", choices=("earliest", "latest"), default="earliest",
                         help="where a group without committed offsets starts (default earliest: no page "
-                        "is lost; use latest for a first deployment onto a topic with old incidents)")
+                        "is lost, and the ledger keeps what was paged from being paged again)")
     parser.add_argument("--no-warm-start", action="store_true",
-                        help="do not rebuild open alerts from the topic on start")
+                        help="with an empty ledger, do not take the records before the group's committed "
+                        "offsets as delivered")
     # The flags below default to None: unset, the setting (SEMWATCH_PAGER__<NAME>) applies.
     parser.add_argument("--resend-interval-s", type=float,
                         help=f"re-send open alerts to Alertmanager this often (default "
                         f"{defaults.resend_interval_s:g}; keep it well below Alertmanager's resolve_timeout)")
-    parser.add_argument("--max-attempts", type=int,
-                        help=f"HTTP attempts per page (default {defaults.max_attempts})")
-    parser.add_argument("--retry-deadline-s", type=float,
-                        help=f"total time per page and target, retries included (default {defaults.retry_deadline_s:g})")
     parser.add_argument("--request-timeout-s", type=float,
                         help=f"one request (default {defaults.request_timeout_s:g})")
     parser.add_argument("--backoff-base-s", type=float,
                         help=f"first retry delay (default {defaults.backoff_base_s:g})")
     parser.add_argument("--backoff-max-s", type=float,
-                        help=f"largest retry delay (default {defaults.backoff_max_s:g})")
+                        help=f"largest retry delay (default {defaults.backoff_max_s:g}); pages are retried "
+                        "until delivered")
     parser.add_argument("--segment-labels",
                         help=f"segment keys sent as Alertmanager labels (default {','.join(defaults.segment_labels)})")
     parser.add_argument("--lru-size", type=int,
-                        help=f"delivered pages remembered for dedup (default {defaults.lru_size})")
+                        help=f"resolved problems remembered per target for dedup (default {defaults.lru_size})")
+    parser.add_argument("--max-backlog", type=int,
+                        help=f"stop reading while a target has this many pages waiting (default {defaults.max_backlog})")
     parser.add_argument("--stop-grace-s", type=float, default=10.0,
-                        help="on SIGTERM, let an in-flight page finish this long (default 10); an "
-                        "unfinished page is not committed and is delivered again after a restart")
+                        help="on SIGTERM, let waiting pages go out for this long (default 10); what is "
+                        "left is not committed and is delivered after a restart")
+    for name in RETIRED_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=float, help=argparse.SUPPRESS)
 
 
 def run(args) -> int:
     settings = pager_settings(args)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in RETIRED_FLAGS:
+        if getattr(args, name, None) is not None:
+            log.warning("--%s is ignored: pages are retried until the target takes or refuses them",
+                        name.replace("_", "-"))
     if not settings.broker_url:
         raise SettingsError("the pager needs a broker: --broker or SEMWATCH_BROKER_URL "
                             "(it reads the incidents topic the workers write)")
@@ -300,32 +328,32 @@ def run(args) -> int:
     sender = HttpSender(metrics, retry_policy(settings))
     targets = build_targets(settings, sender)
     print("semwatch: paging " + ", ".join(repr(t) for t in targets), file=sys.stderr, flush=True)
-    pager = Pager(targets, metrics, lru_size=settings.pager.lru_size)
+    ledger = KafkaLedger(settings.topics.pager_delivered, kafka_kwargs(settings))
+    pager = Pager(targets, metrics, ledger=ledger, lru_size=settings.pager.lru_size)
     try:
-        return asyncio.run(_main(settings, pager, topic=topic, group_id=args.group,
+        return asyncio.run(_main(settings, pager, ledger, topic=topic, group_id=args.group,
                                  offset_reset=args.offset_reset, warm_start=not args.no_warm_start,
                                  stop_grace_s=args.stop_grace_s))
     finally:
         sender.close()
 
 
-async def _main(settings: Settings, pager: Pager, *, topic: str, group_id: str, offset_reset: str,
+async def _main(settings: Settings, pager: Pager, ledger: KafkaLedger, *, topic: str, group_id: str, offset_reset: str,
                 warm_start: bool, stop_grace_s: float) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(serve(settings, pager, topic=topic, group_id=group_id, offset_reset=offset_reset,
-                                     resend_interval_s=settings.pager.resend_interval_s, stop=stop,
-                                     warm_start=warm_start))
+    task = asyncio.create_task(serve(settings, pager, ledger, topic=topic, group_id=group_id, offset_reset=offset_reset,
+                                     stop=stop, warm_start=warm_start, stop_grace_s=stop_grace_s))
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
-            log.info("stopping (a page in flight gets up to %.0fs to finish)", stop_grace_s)
-            done, _ = await asyncio.wait({task}, timeout=stop_grace_s)
+            # serve() drains for stop_grace_s itself; this bounds a Kafka client that hangs.
+            done, _ = await asyncio.wait({task}, timeout=stop_grace_s + 15)
             if not done:
-                log.warning("stopping: cancelling an unfinished page; it is delivered again after a restart")
+                log.warning("stopping: the Kafka clients did not close in time")
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 return 0

@@ -12,6 +12,9 @@ trigger's ``detected_at`` and ``endsAt`` the resolve's ``detected_at``, both cla
 explicit resolve must resolve the alert now, even when a producer's clock runs ahead (an ``endsAt``
 in the future would keep the alert firing until then, and a ``startsAt`` in the future is rejected).
 
+Re-sends run in line with the pages on the Alertmanager lane (:mod:`sinks.pager.dispatch`), so an
+open alert is never re-sent after its resolve went out.
+
 Retries live in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in
 :mod:`sinks.pager.dispatch`.
 """
@@ -171,24 +174,25 @@ class AlertmanagerTarget:
         now = self.clock()
         if inc.event_action == "trigger":
             alert = firing_alert(inc, segment_labels=self.segment_labels, now=now)
-            # Remembered even when this post fails: the periodic re-send is a further retry.
-            self._remember(inc.dedup_key, alert)
-            alert = self.open.get(inc.dedup_key, alert)
-        else:
-            # Forgotten whatever the outcome: an alert that is no longer re-sent resolves in
-            # Alertmanager after resolve_timeout even if this explicit resolve is lost.
-            alert = resolved_alert(inc, open_alert=self.open.pop(inc.dedup_key, None),
-                                   segment_labels=self.segment_labels, now=now)
-        return await self.sender.post_json(self.name, self.endpoint, [alert])
+            delivery = await self.sender.post_json(self.name, self.endpoint, [alert])
+            if delivery.outcome == "delivered":
+                self._remember(inc.dedup_key, alert)
+            return delivery
+        alert = resolved_alert(inc, open_alert=self.open.get(inc.dedup_key), segment_labels=self.segment_labels,
+                               now=now)
+        delivery = await self.sender.post_json(self.name, self.endpoint, [alert])
+        if delivery.outcome != "failed":  # delivered, or refused for good: stop re-sending it
+            self.open.pop(inc.dedup_key, None)
+        return delivery
 
     async def refresh(self, inc: Incident) -> None:
         """A repeated trigger of an open incident: re-sending the alert is harmless, and refreshes it."""
         alert = self.open.get(inc.dedup_key)
         if alert is not None:
-            await self.sender.post_json(self.name, self.endpoint, [alert])
+            await self.sender.post_json(self.name, self.endpoint, [alert], attempts=1)
 
     def restore(self, inc: Incident) -> None:
-        """Warm start from the incidents topic: remember what is open, send nothing."""
+        """After a restart: remember what is open (from the ledger, or a record handled before), send nothing."""
         if inc.event_action == "trigger":
             self._remember(inc.dedup_key, firing_alert(inc, segment_labels=self.segment_labels,
                                                        now=self.clock()))
@@ -196,13 +200,13 @@ class AlertmanagerTarget:
             self.open.pop(inc.dedup_key, None)
 
     async def resend_open(self) -> int:
-        """Re-send every open alert (keeps them alive past resolve_timeout). Returns how many were
-        delivered."""
+        """Re-send every open alert once (keeps them alive past resolve_timeout; a failure waits
+        for the next round). Returns how many were delivered."""
         alerts = list(self.open.values())
         sent = 0
         for i in range(0, len(alerts), POST_CHUNK):
             chunk = alerts[i: i + POST_CHUNK]
-            delivery = await self.sender.post_json(self.name, self.endpoint, chunk)
+            delivery = await self.sender.post_json(self.name, self.endpoint, chunk, attempts=1)
             if delivery.outcome == "delivered":
                 sent += len(chunk)
             else:

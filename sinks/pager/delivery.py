@@ -1,12 +1,14 @@
-"""HTTP delivery of one page: a JSON POST with retries, backoff and an outcome.
+"""HTTP delivery of one page: a JSON POST retried until the target takes it or refuses it.
+
+Retried, with capped exponential backoff and jitter: 5xx, 408, 429 (honouring ``Retry-After``),
+timeouts and connection errors, for as long as it takes (a page is never given up: an outage of
+the target delays it, and the pager's backlog metrics say so). Any other 4xx is a permanent
+rejection (the response body is logged), and so is a redirect: a POST that is redirected means a
+misconfigured URL. Best-effort requests (re-sending open alerts) pass ``attempts`` to stop early.
 
 Standard library only (urllib in a small thread pool) rather than aiohttp: the pager sends a
 handful of requests a minute, so a thread per request costs nothing, and semwatch takes no direct
 dependency on aiohttp (it only arrives with Faust, which the pager does not use).
-
-Retried: 5xx, 408, 429 (honouring ``Retry-After``), timeouts and connection errors. Any other
-4xx is a permanent rejection (the response body is logged), and so is a redirect: a POST that is
-redirected means a misconfigured URL.
 """
 
 from __future__ import annotations
@@ -33,17 +35,13 @@ MAX_LOGGED_BODY = 2000
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    deadline_s: float = 60.0  # total time for one page, sleeps and requests included
     timeout_s: float = 10.0  # one request
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_base_s: float = 0.5  # first retry delay, doubled per attempt
+    backoff_max_s: float = 30.0  # the cap: how late a recovered target is noticed, at worst
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if min(self.deadline_s, self.timeout_s) <= 0 or self.backoff_base_s < 0:
-            raise ValueError("deadline, timeout and backoff must be positive")
+        if self.timeout_s <= 0 or self.backoff_base_s < 0 or self.backoff_max_s <= 0:
+            raise ValueError("timeout and backoff must be positive")
 
     def backoff(self, attempt: int, rng: random.Random, retry_after: Optional[float] = None) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, so retries of many
@@ -56,7 +54,7 @@ class RetryPolicy:
 
 @dataclass
 class Delivery:
-    outcome: str  # delivered | rejected | failed
+    outcome: str  # delivered | rejected | failed (only when ``attempts`` ran out)
     attempts: int
     status: Optional[int] = None
     detail: str = ""
@@ -102,20 +100,21 @@ class HttpSender:
             reason = getattr(exc, "reason", exc)
             return None, "", None, f"{type(reason).__name__}: {reason}"
 
-    async def post_json(self, target: str, url: str, payload: Any) -> Delivery:
+    async def post_json(self, target: str, url: str, payload: Any, *, attempts: Optional[int] = None) -> Delivery:
+        """POST until delivered or rejected; with ``attempts``, give up (outcome ``failed``) after
+        that many. Cancelling the task is the only other way out."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         policy, loop = self.policy, asyncio.get_running_loop()
-        deadline = time.monotonic() + policy.deadline_s
         attempt = 0
         while True:
             attempt += 1
-            timeout = max(0.05, min(policy.timeout_s, deadline - time.monotonic()))
             self.metrics.attempts.labels(target).inc()
             try:
                 status, text, retry_after, error = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, self._post, url, body, timeout), timeout + 5)
+                    loop.run_in_executor(self._executor, self._post, url, body, policy.timeout_s),
+                    policy.timeout_s + 5)
             except asyncio.TimeoutError:  # belt and braces: the socket timeout should fire first
-                status, text, retry_after, error = None, "", None, f"no answer within {timeout:.1f}s"
+                status, text, retry_after, error = None, "", None, f"no answer within {policy.timeout_s:.1f}s"
             if status is not None and 200 <= status < 300:
                 self.metrics.last_success.labels(target).set(time.time())
                 return Delivery("delivered", attempt, status)
@@ -125,11 +124,10 @@ class HttpSender:
                 log.error("%s rejected the request (%s, not retried): %s", target, what,
                           text[:MAX_LOGGED_BODY] or "(empty body)")
                 return Delivery("rejected", attempt, status, text[:MAX_LOGGED_BODY])
-            delay = policy.backoff(attempt, self.rng, _retry_after(retry_after))
-            if attempt >= policy.max_attempts or time.monotonic() + delay >= deadline:
-                log.error("%s: giving up after %d attempt(s): %s %s", target, attempt, what,
-                          text[:MAX_LOGGED_BODY])
+            if attempts is not None and attempt >= attempts:
+                log.warning("%s: %s after %d attempt(s) %s", target, what, attempt, text[:MAX_LOGGED_BODY])
                 return Delivery("failed", attempt, status, error or text[:MAX_LOGGED_BODY])
+            delay = policy.backoff(attempt, self.rng, _retry_after(retry_after))
             log.warning("%s: attempt %d failed (%s); retrying in %.2fs", target, attempt, what, delay)
             await asyncio.sleep(delay)
 

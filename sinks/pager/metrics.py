@@ -3,7 +3,7 @@ config/prometheus/semwatch-rules.yml and the Grafana dashboard depend on them.""
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
@@ -11,7 +11,9 @@ from sinks.pager.records import ACTIONS
 
 disable_created_metrics()  # the *_created series only add noise to dashboards
 
-OUTCOMES = ("delivered", "duplicate", "failed", "rejected")
+# delivered: the target took it. duplicate: it had it already (nothing sent, or an open alert
+# refreshed). rejected: refused for good (a 4xx other than 408/429, or a malformed record).
+OUTCOMES = ("delivered", "duplicate", "rejected")
 
 
 class PagerMetrics:
@@ -23,17 +25,29 @@ class PagerMetrics:
         self.attempts = Counter("semwatch_page_attempts", "HTTP requests sent to a target, retries "
                                 "and re-sends of open alerts included.", ["target"], registry=r)
         self.delivery = Histogram(
-            "semwatch_page_delivery_seconds", "Time from taking up a page to its final outcome, "
-            "retries included.", buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            "semwatch_page_delivery_seconds", "Time from reading an incident record to its outcome "
+            "at a target: waiting behind earlier pages and retries included.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r)
         self.last_success = Gauge("semwatch_pager_last_success_timestamp_seconds",
                                   "Wall-clock time of the last successful request to a target.",
                                   ["target"], registry=r)
+        self.undelivered = Gauge("semwatch_pager_undelivered_pages",
+                                 "Incident records read but not yet done at a target (waiting or being "
+                                 "retried).", ["target"], registry=r)
+        self.oldest_undelivered = Gauge("semwatch_pager_oldest_undelivered_age_seconds",
+                                        "How long the oldest record not yet done at a target has waited "
+                                        "(0 when there is none).", ["target"], registry=r)
         for target in targets:  # export zeros, so rate() and increase() work from the start
             self.attempts.labels(target)
             for action in ACTIONS:
                 for outcome in OUTCOMES:
                     self.pages.labels(target, action, outcome)
+
+    def watch_backlog(self, target: str, count: Callable[[], float], age: Callable[[], float]) -> None:
+        """Read a target's backlog when scraped (always current, nothing to keep up to date)."""
+        self.undelivered.labels(target).set_function(count)
+        self.oldest_undelivered.labels(target).set_function(age)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve /metrics; port 0 picks a free one. Returns the port."""
