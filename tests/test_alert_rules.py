@@ -51,6 +51,8 @@ METRICS: dict[str, set[str]] = {
     "semwatch_page_attempts_total": {"target"},
     "semwatch_page_delivery_seconds": set(),
     "semwatch_pager_last_success_timestamp_seconds": {"target"},
+    "semwatch_pager_undelivered_pages": {"target"},
+    "semwatch_pager_oldest_undelivered_age_seconds": {"target"},
 }
 HISTOGRAMS = {"semwatch_processing_seconds", "semwatch_page_delivery_seconds"}
 SCRAPE_LABELS = {"job", "instance"}
@@ -170,6 +172,7 @@ def test_every_alert_is_well_formed():
         "SemwatchNoEventsReceived",
         "SemwatchWorkerDown",
         "SemwatchPagerDeliveryFailing",
+        "SemwatchPageUndelivered",
         "SemwatchLateEvents",
     }
     for alert in alerts:
