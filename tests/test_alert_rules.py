@@ -248,9 +248,12 @@ def test_alertmanager_routes(labels, receiver):
     ])
 
 
-def test_alertmanager_groups_by_incident():
+def test_alertmanager_groups_by_problem():
+    """One notification per problem: the pager's alerts share a group_key per problem."""
     doc = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    assert doc["route"]["group_by"] == ["alertname", "dedup_key", "kind"]
+    assert doc["route"]["group_by"] == ["alertname", "group_key"]
+    incident_open = next(r for r in _rules() if r.get("alert") == "SemwatchIncidentOpen")
+    assert incident_open["labels"]["group_key"] == incident_open["labels"]["dedup_key"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def attempts(metrics: PagerMetrics, target: str) -> float:
 AM_LABELS = {
     "alertname": "SemwatchIncident", "kind": "false_refusal_spike", "severity": "critical",
     "semwatch_severity": "SEV-1", "detector": "false-refusal-spike", "dedup_key": "false-refusal-spike/abc123",
+    "group_key": "false-refusal-spike/abc123",  # no group_key in the record: a problem of its own
     "source": "semwatch-pager", "app": "support-bot", "route": "billing", "model": "gpt-4o-mini",
     "prompt_version": "v2",
 }

@@ -8,7 +8,9 @@ What it guarantees (docs/integrations.md says it for operators):
 - targets are independent, and per target records go out in the order they were read, so for one
   dedup key a resolve never overtakes its trigger;
 - what each target was given is remembered in a compacted Kafka topic, so duplicates (records read
-  again after a crash, a rebalance or lost group offsets) are suppressed across restarts.
+  again after a crash, a rebalance or lost group offsets) are suppressed across restarts;
+- PagerDuty is paged once per problem (incidents sharing a ``group_key``): later incidents update
+  the open PagerDuty incident, and it resolves with the last of them.
 
 Modules, in the direction of their imports (each imports only those above it):
 

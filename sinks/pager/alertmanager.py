@@ -1,7 +1,10 @@
 """Incident records -> Alertmanager API v2 alerts (``POST {url}/api/v2/alerts``).
 
 One incident is one alert, identified (like every Alertmanager alert) by its label set: the
-``dedup_key`` label keeps two incidents of one detector apart. A trigger posts the alert without
+``dedup_key`` label keeps two incidents of one detector apart, and the ``group_key`` label (the
+incident's problem, or its own ``dedup_key`` when it has none) lets Alertmanager group the
+incidents of one problem into one notification (``group_by: [alertname, group_key]`` in
+config/alertmanager/alertmanager.yml) while each stays visible as its own alert. A trigger posts the alert without
 ``endsAt``; a resolve posts the same labels with ``endsAt``. Alertmanager forgets an alert that is not
 re-sent within its ``resolve_timeout`` (it resolves it itself), so :class:`AlertmanagerTarget` keeps
 every open alert and the pager agent (:mod:`sinks.pager.agent`) re-sends them periodically until
@@ -29,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from semwatch.contract import Incident, format_ts, parse_ts
 from sinks.pager.delivery import Delivery, HttpSender
-from sinks.pager.records import SEVERITY, truncate
+from sinks.pager.records import SEVERITY, Problem, problem_key, truncate
 
 log = logging.getLogger("semwatch.pager.alertmanager")
 
@@ -42,7 +45,8 @@ MAX_LABEL_VALUE = 128
 MAX_SUMMARY = 1024
 MAX_DESCRIPTION = 4096
 RESERVED_LABELS = frozenset({"alertname", "kind", "severity", "semwatch_severity", "detector",
-                             "dedup_key", "source"})
+                             "dedup_key", "group_key", "source"})
+MAX_RELATED = 20  # dedup keys listed in the ``related`` annotation
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 POST_CHUNK = 500  # alerts per request when re-sending
 
@@ -70,6 +74,7 @@ def alert_labels(inc: Incident, segment_labels: Iterable[str] = DEFAULT_SEGMENT_
         "semwatch_severity": inc.severity,
         "detector": inc.detector,
         "dedup_key": inc.dedup_key,
+        "group_key": truncate(problem_key(inc), MAX_LABEL_VALUE),
         "source": SOURCE,
     }
     for key in segment_labels:
@@ -108,6 +113,8 @@ def alert_annotations(inc: Incident) -> dict[str, str]:
                    "incident_id": inc.incident_id}
     if inc.runbook_url:
         annotations["runbook_url"] = inc.runbook_url
+    if inc.related:
+        annotations["related"] = ", ".join(inc.related[:MAX_RELATED])
     return annotations
 
 
@@ -170,7 +177,8 @@ class AlertmanagerTarget:
             log.warning("more than %d open alerts: no longer re-sending %s; Alertmanager resolves it "
                         "after its resolve_timeout", self.max_open, old_key)
 
-    async def send(self, inc: Incident) -> Delivery:
+    async def send(self, inc: Incident, problem: Optional[Problem] = None) -> Delivery:
+        """One alert per incident (``problem`` is only in its ``group_key`` label)."""
         now = self.clock()
         if inc.event_action == "trigger":
             alert = firing_alert(inc, segment_labels=self.segment_labels, now=now)

@@ -9,6 +9,10 @@ refuses it for good (:mod:`sinks.pager.delivery`); it is never given up.
 Per target and dedup key the lane keeps a :class:`~sinks.pager.memory.KeyState` (what was
 delivered, whether the key is open) and writes it to the ledger (:mod:`sinks.pager.ledger`) after
 each delivery; duplicates are counted and not sent (an open Alertmanager alert is refreshed).
+
+A target that pages once per problem (``pages_per_problem``: PagerDuty) gets each record with its
+:class:`~sinks.pager.records.Problem`, and a resolve only when no other incident of the problem is
+open; otherwise the resolve is kept back (outcome ``grouped``) and only remembered.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from typing import Awaitable, Callable, Iterable, Optional, Protocol
 from semwatch.contract import Incident
 from sinks.pager.delivery import Delivery
 from sinks.pager.ledger import Ledger, MemoryLedger
-from sinks.pager.memory import DeliveredKeys
+from sinks.pager.memory import DeliveredKeys, KeyState
 from sinks.pager.metrics import PagerMetrics
-from sinks.pager.records import MalformedIncident, parse_incident
+from sinks.pager.records import MalformedIncident, Problem, highest, parse_incident, problem_key
 
 log = logging.getLogger("semwatch.pager")
 
@@ -33,7 +37,7 @@ log = logging.getLogger("semwatch.pager")
 class Target(Protocol):
     name: str
 
-    async def send(self, inc: Incident) -> Delivery: ...
+    async def send(self, inc: Incident, problem: Problem) -> Delivery: ...
 
     async def refresh(self, inc: Incident) -> None: ...
 
@@ -115,6 +119,20 @@ class Lane:
             job.on_done()
 
     # -- one page ----------------------------------------------------------------------------
+    def problem(self, inc: Incident, state: KeyState) -> Problem:
+        """The problem ``inc`` is paged under at this target. A target that pages once per
+        problem (``pages_per_problem``) gets the group's key, highest open severity and open
+        members; any other target a problem of one. A resolve closes the problem its trigger
+        opened, whatever group its record names."""
+        if not getattr(self.target, "pages_per_problem", False):
+            return Problem(inc.dedup_key, inc.severity, (inc.dedup_key,) if inc.event_action == "trigger" else ())
+        group = state.group_key if state.open and state.group_key else problem_key(inc)
+        members = {k: s.severity or inc.severity for k, s in self.keys.open_members(group).items()}
+        members.pop(inc.dedup_key, None)
+        if inc.event_action == "trigger":
+            members[inc.dedup_key] = inc.severity
+        return Problem(group, highest([*members.values(), inc.severity]), tuple(sorted(members)))
+
     async def process(self, inc: Incident, taken_at: float) -> str:
         """Deliver one record unless it is a duplicate; returns the outcome. Returns only when the
         target took it or refused it (or raises CancelledError)."""
@@ -131,22 +149,30 @@ class Lane:
                     log.exception("%s: refreshing %s failed", name, key)
             outcome = "duplicate"
         else:
-            try:
-                delivery = await self.target.send(inc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug in one target must not stop its lane
-                log.exception("%s: delivering %s %s failed", name, inc.event_action, key)
-                delivery = Delivery("rejected", 0, None, repr(exc))
-            outcome = delivery.outcome
+            problem = self.problem(inc, state)
+            if inc.event_action == "resolve" and problem.members:
+                # Other incidents of the problem are still open: the problem's page stays open.
+                log.info("%s: resolve %s kept back: %d more open in problem %s", name, key,
+                         len(problem.members), problem.key)
+                outcome = "grouped"
+            else:
+                try:
+                    delivery = await self.target.send(inc, problem)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug in one target must not stop its lane
+                    log.exception("%s: delivering %s %s failed", name, inc.event_action, key)
+                    delivery = Delivery("rejected", 0, None, repr(exc))
+                outcome = delivery.outcome
+                if outcome == "delivered":
+                    log.info("%s: %s %s %s %s as %s (%d attempt(s), %.1fs after it was read)", name,
+                             inc.event_action, problem.severity, inc.kind, key, problem.key, delivery.attempts,
+                             time.monotonic() - taken_at)
             # A refused resolve still ends the key: nothing is left open to re-send.
-            if outcome == "delivered" or inc.event_action == "resolve":
-                new = state.after(inc)
+            if outcome != "rejected" or inc.event_action == "resolve":
+                new = state.after(inc, group_key=problem.key)
                 self.keys.put(key, new)
                 await self.ledger.save(name, key, new)
-            if outcome == "delivered":
-                log.info("%s: %s %s %s %s (%d attempt(s), %.1fs after it was read)", name, inc.event_action,
-                         inc.severity, inc.kind, key, delivery.attempts, time.monotonic() - taken_at)
         self.metrics.pages.labels(name, inc.event_action, outcome).inc()
         self.metrics.delivery.observe(time.monotonic() - taken_at)
         return outcome

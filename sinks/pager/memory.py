@@ -14,6 +14,9 @@ from a redelivery or a worker's replay, carries the same id):
 - anything else is sent, resolves included: a resolve the target did not need is harmless, a lost
   one leaves an incident open for good.
 
+An open key also remembers the problem it was paged under and its severity: for a target that
+pages once per problem, the open keys of a ``group_key`` are the problem's open incidents.
+
 >>> from semwatch.contract import Incident
 >>> def rec(action, id, at):
 ...     return Incident(incident_id=id, dedup_key="d/1", event_action=action, severity="SEV-2",
@@ -47,6 +50,10 @@ class KeyState:
     history: tuple[tuple[str, str, float], ...] = ()
     # The open trigger as a record: what a target rebuilds its own state from after a restart.
     record: Optional[dict[str, Any]] = None
+    # The problem the key was paged under (records.problem_key) and its severity, while open: a
+    # target that pages once per problem resolves the problem when its last open member resolves.
+    group_key: Optional[str] = None
+    severity: Optional[str] = None
 
     def verdict(self, inc: Incident) -> str:
         """``send``, ``duplicate``, or ``open`` (a trigger for a key that is open: a duplicate
@@ -59,19 +66,22 @@ class KeyState:
             return "duplicate"
         return "send"
 
-    def after(self, inc: Incident) -> "KeyState":
-        """The state once ``inc`` was delivered (or, for a resolve, refused: the key is over)."""
+    def after(self, inc: Incident, group_key: Optional[str] = None) -> "KeyState":
+        """The state once ``inc`` was delivered (or, for a resolve, refused: the key is over);
+        ``group_key``: the problem it was paged under."""
         trigger = inc.event_action == "trigger"
         history = (*self.history, (inc.event_action, inc.incident_id, parse_ts(inc.detected_at)))[-HISTORY:]
-        return replace(self, open=trigger, history=history, record=inc.to_dict() if trigger else None)
+        return replace(self, open=trigger, history=history, record=inc.to_dict() if trigger else None,
+                       group_key=group_key if trigger else None, severity=inc.severity if trigger else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"open": self.open, "history": [list(h) for h in self.history], "record": self.record}
+        return {"open": self.open, "history": [list(h) for h in self.history], "record": self.record,
+                "group_key": self.group_key, "severity": self.severity}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "KeyState":
         return cls(open=bool(data["open"]), history=tuple((str(a), str(i), float(t)) for a, i, t in data["history"]),
-                   record=data.get("record"))
+                   record=data.get("record"), group_key=data.get("group_key"), severity=data.get("severity"))
 
 
 @dataclass
@@ -83,6 +93,7 @@ class DeliveredKeys:
     max_closed: int = 10000
     _keys: "OrderedDict[str, KeyState]" = field(default_factory=OrderedDict)
     _closed: int = 0
+    _groups: dict[str, set[str]] = field(default_factory=dict)  # group_key -> open dedup keys
 
     def get(self, dedup_key: str) -> KeyState:
         return self._keys.get(dedup_key) or KeyState()
@@ -90,6 +101,13 @@ class DeliveredKeys:
     def put(self, dedup_key: str, state: KeyState) -> None:
         old = self._keys.pop(dedup_key, None)
         self._closed += (not state.open) - (old is not None and not old.open)
+        if old is not None and old.open and old.group_key:
+            members = self._groups.get(old.group_key, set())
+            members.discard(dedup_key)
+            if not members:
+                self._groups.pop(old.group_key, None)
+        if state.open and state.group_key:
+            self._groups.setdefault(state.group_key, set()).add(dedup_key)
         self._keys[dedup_key] = state
         if self._closed > self.max_closed:
             for key, st in self._keys.items():  # the least recently used closed key
@@ -103,6 +121,10 @@ class DeliveredKeys:
 
     def open_keys(self) -> Iterator[tuple[str, KeyState]]:
         return ((k, s) for k, s in self._keys.items() if s.open)
+
+    def open_members(self, group_key: str) -> dict[str, KeyState]:
+        """The open dedup keys paged under ``group_key``, with their states."""
+        return {k: self._keys[k] for k in sorted(self._groups.get(group_key, ()))}
 
     def __len__(self) -> int:
         return len(self._keys)

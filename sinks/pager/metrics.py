@@ -12,8 +12,10 @@ from sinks.pager.records import ACTIONS
 disable_created_metrics()  # the *_created series only add noise to dashboards
 
 # delivered: the target took it. duplicate: it had it already (nothing sent, or an open alert
-# refreshed). rejected: refused for good (a 4xx other than 408/429, or a malformed record).
-OUTCOMES = ("delivered", "duplicate", "rejected")
+# refreshed). grouped: a resolve kept back because other incidents of its problem are still open
+# (targets that page once per problem). rejected: refused for good (a 4xx other than 408/429, or
+# a malformed record).
+OUTCOMES = ("delivered", "duplicate", "grouped", "rejected")
 
 
 class PagerMetrics:

@@ -1,4 +1,5 @@
-"""The incident record as the pager reads it: parsing with a reason, and what every target shares.
+"""The incident record as the pager reads it: parsing with a reason, the problem it belongs to,
+and what every target shares.
 
 >>> parse_incident(b"[1]")
 Traceback (most recent call last):
@@ -9,6 +10,7 @@ sinks.pager.records.MalformedIncident: expected a JSON object, got list
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Optional
 
 from pydantic import ValidationError
@@ -19,6 +21,30 @@ ACTIONS = ("trigger", "resolve")
 
 # semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (DESIGN.md).
 SEVERITY = {"SEV-1": "critical", "SEV-2": "error", "SEV-3": "warning"}
+
+
+def problem_key(inc: Incident) -> str:
+    """The problem an incident belongs to: its ``group_key``, or its own ``dedup_key`` (a problem of one)."""
+    return inc.group_key or inc.dedup_key
+
+
+def highest(severities) -> str:
+    """The highest of semwatch severities (SEV-1 is the highest)."""
+    return min(severities)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem as a target that pages once per problem sees it when one of its incidents comes.
+
+    ``key`` is the page's dedup key (:func:`problem_key`); ``severity`` the highest of the open
+    members, this record's included when it is a trigger; ``members`` the dedup keys of the open
+    members once this record is delivered.
+    """
+
+    key: str
+    severity: str
+    members: tuple[str, ...]
 
 
 def truncate(text: str, limit: int) -> str:

@@ -9,6 +9,9 @@ test_pager_alertmanager.py and test_paging_e2e.py; here what matters is when a t
 2. A pager restarted with a group that has no offsets (``--group`` new, ``--offset-reset
    earliest``: what expired or deleted offsets look like) reads the whole topic again and pages
    nothing again.
+3. Three incidents of one problem (one ``group_key``) are one PagerDuty incident: triggers with
+   the problem's dedup_key, one resolve after the last member resolves, and a restart in the
+   middle pages nothing again.
 """
 
 from __future__ import annotations
@@ -174,3 +177,48 @@ def test_a_pager_without_group_offsets_pages_nothing_again(broker, alertmanager,
     for target in ("alertmanager", "pagerduty"):
         assert sum(v for s, v in metrics.items() if s.startswith("semwatch_pages_total{")
                    and f'target="{target}"' in s and 'outcome="duplicate"' in s) == len(incidents)
+
+
+def test_one_problem_is_one_pagerduty_incident_across_a_restart(broker, alertmanager, pagerduty, start_pager):
+    group = "problem/checkout/1"
+    t0 = time.time() - 3600
+    members = {"cost/m1": "SEV-3", "tokens/m2": "SEV-1", "refusal/m3": "SEV-2"}
+
+    def member(key: str, action: str, at: float) -> dict:
+        return incident(key, action, at, group_key=group, severity=members[key])
+
+    def pd_events() -> list[tuple[str, str]]:
+        return pagerduty.sent(PD_PATH)
+
+    pager = start_pager("pager-a")
+    produce(broker.bootstrap, TOPIC, records([member("cost/m1", "trigger", t0), member("tokens/m2", "trigger", t0 + 5)]))
+    wait_for(lambda: len(pd_events()) >= 2, 30, "the first two triggers at PagerDuty", pager.log)
+    time.sleep(1.5)  # the offset commit after the last delivery
+    assert pager.stop() == 0, pager.log()
+
+    # Restarted with no group offsets: the two triggers are read again and not paged again.
+    again = start_pager("pager-b")
+    wait_for(lambda: handled(again, "pagerduty") >= 2, 60, "the restarted pager through the topic", again.log)
+    produce(broker.bootstrap, TOPIC, records([member("refusal/m3", "trigger", t0 + 60)]))
+    wait_for(lambda: len(pd_events()) >= 3, 30, "the third trigger at PagerDuty", again.log)
+    produce(broker.bootstrap, TOPIC, records([member("cost/m1", "resolve", t0 + 600),
+                                             member("tokens/m2", "resolve", t0 + 601)]))
+    wait_for(lambda: handled(again, "pagerduty") >= 5, 30, "the first two resolves", again.log)
+    assert len(pd_events()) == 3, pd_events()  # the problem is still open: m3
+    produce(broker.bootstrap, TOPIC, records([member("refusal/m3", "resolve", t0 + 900)]))
+    wait_for(lambda: len(pd_events()) >= 4, 30, "the problem's resolve at PagerDuty", again.log)
+    time.sleep(1.0)
+
+    assert pd_events() == [("trigger", group)] * 3 + [("resolve", group)]
+    bodies = pagerduty.bodies(PD_PATH)
+    # The third trigger updates the open incident with the highest open severity: m2's SEV-1,
+    # paged before the restart.
+    assert bodies[2]["payload"]["severity"] == "critical"
+    assert bodies[2]["payload"]["custom_details"]["open_incidents"] == sorted(members)
+    # Alertmanager: each incident its own alert, all labelled with the problem. (The restarted
+    # pager refreshed the two open alerts when it read their triggers again: the same alerts,
+    # which Alertmanager does not notify again.)
+    am = alertmanager.sent(AM_PATH)
+    assert set(am) == {(action, key) for key in members for action in ("trigger", "resolve")}
+    assert sorted(k for a, k in am if a == "resolve") == sorted(members)
+    assert {a["labels"]["group_key"] for body in alertmanager.bodies(AM_PATH) for a in body} == {group}
