@@ -198,7 +198,11 @@ async def serve(settings: Settings, pager: Pager, ledger: KafkaLedger, *, topic:
     resender: Optional[asyncio.Task] = None
     started = False
     try:
-        known = await pager.restore()
+        try:
+            known = await pager.restore()
+        except RuntimeError as exc:  # the ledger could not be read in time: no half a memory
+            log.error("%s", exc)
+            return 1
         log.info("ledger %s: %d dedup key(s) known", ledger.topic, known)
         # Wait for the workers to create the topic rather than subscribe to a missing one: a
         # subscription can auto-create it with the broker's default partition count.
@@ -226,9 +230,11 @@ async def serve(settings: Settings, pager: Pager, ledger: KafkaLedger, *, topic:
         paused = False
         while not stop.is_set():
             # A long outage at one target: stop reading (the group stays alive) until it catches up.
+            # (Paused again on every round: partitions assigned meanwhile are paused too.)
             full = pager.undelivered() >= settings.pager.max_backlog
-            if full != paused:
+            if full or paused:
                 (consumer.pause if full else consumer.resume)(*consumer.assignment())
+            if full != paused:
                 log.warning("backlog of %d page(s): %s reading", pager.undelivered(),
                             "pausing" if full else "resuming")
                 paused = full

@@ -220,7 +220,7 @@ class Pager:
         for lane in self.lanes.values():
             state = lane.keys.get(inc.dedup_key)
             if state.verdict(inc) == "send":
-                lane.keys.put(inc.dedup_key, state.after(inc))
+                lane.keys.put(inc.dedup_key, state.after(inc, group_key=lane.problem(inc, state).key))
             lane.target.restore(inc)
         return True
 

@@ -110,10 +110,10 @@ def pagerduty():
 def start_pager(broker, alertmanager, pagerduty, tmp_path):
     started: list[PagerProcess] = []
 
-    def start(group: str) -> PagerProcess:
+    def start(group: str, *flags: str) -> PagerProcess:
         p = PagerProcess(broker.url, tmp_path / f"pager-{group}.log", alertmanager_url=alertmanager.url,
                          pagerduty_url=pagerduty.url, routing_key=ROUTING_KEY,
-                         args=("--group", group, "--offset-reset", "earliest", *FLAGS)).start()
+                         args=("--group", group, "--offset-reset", "earliest", *FLAGS, *flags)).start()
         started.append(p)
         wait_for(p.ready.is_set, 90, f"pager (group {group}) in its group", p.log)
         return p
@@ -152,6 +152,25 @@ def test_pagerduty_outage_loses_nothing_and_delays_only_pagerduty(broker, alertm
         assert {k: [a for a, key in got if key == k] for k in keys} == expected, got
     wait_for(lambda: scrape(pager.metrics_port)['semwatch_pager_oldest_undelivered_age_seconds{target="pagerduty"}']
              == 0, 10, "an empty PagerDuty backlog", pager.log)
+
+
+def test_a_full_backlog_pauses_reading_until_it_drains(broker, alertmanager, pagerduty, start_pager):
+    """--max-backlog 2: with two pages waiting for PagerDuty the pager stops reading (so memory
+    stays bounded, and Alertmanager waits too); it reads on once PagerDuty takes them."""
+    pager = start_pager("pager-a", "--max-backlog", "2")
+    t0 = time.time() - 3600
+    first = [incident("cost/app-1", "trigger", t0), incident("cost/app-2", "trigger", t0 + 1)]
+    later = [incident("cost/app-3", "trigger", t0 + 2), incident("cost/app-1", "resolve", t0 + 600)]
+    pagerduty.down_until[PD_PATH] = time.monotonic() + 8.0
+    produce(broker.bootstrap, TOPIC, records(first))
+    wait_for(lambda: len(alertmanager.sent(AM_PATH)) >= 2, 5, "the first pages at Alertmanager", pager.log)
+    produce(broker.bootstrap, TOPIC, records(later))
+    time.sleep(3.0)
+    assert len(alertmanager.sent(AM_PATH)) == 2, "read on with a full backlog"
+    assert "pausing reading" in pager.log()
+    wait_for(lambda: len(pagerduty.sent(PD_PATH)) >= 4 and len(alertmanager.sent(AM_PATH)) >= 4, 30,
+             "every page once PagerDuty is back", pager.log)
+    assert "resuming reading" in pager.log()
 
 
 def test_a_pager_without_group_offsets_pages_nothing_again(broker, alertmanager, pagerduty, start_pager):
