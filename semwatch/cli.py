@@ -15,7 +15,7 @@ COMMANDS = {
     "replay": ("semwatch.offline.replay", "recorded events through the same engine, offline"),
     "evaluate": ("semwatch.offline.evaluate", "incidents vs labelled windows: precision, recall, time to detect"),
     "tune": ("semwatch.offline.tune", "threshold sweep under a false-alarm budget"),
-    "page": ("sinks.pager", "incidents topic -> Alertmanager / PagerDuty"),
+    "page": ("sinks.pager.agent", "incidents topic -> Alertmanager / PagerDuty"),
     "check-config": ("semwatch.check_config", "validate the config directory and exit"),
 }
 

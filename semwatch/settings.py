@@ -6,13 +6,15 @@ Detector and rule definitions are not settings: they live in the config director
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -22,6 +24,8 @@ class Topics(BaseModel):
 
     runs: str = "semwatch.runs"
     incidents: str = "semwatch.incidents"
+    # The pager's memory of what it delivered (compacted; see sinks/pager/ledger.py).
+    pager_delivered: str = "semwatch.pager.delivered"
     dlq: str = "semwatch.runs.dlq"
     otlp: str = "semwatch.otlp.spans"
 
@@ -39,6 +43,42 @@ class KafkaSecurity(BaseModel):
     ssl_certfile: Optional[Path] = None
     ssl_keyfile: Optional[Path] = None
     ssl_check_hostname: bool = True
+
+
+class PagerSettings(BaseModel):
+    """``semwatch page``: delivery and memory (``SEMWATCH_PAGER__*``; each has a CLI flag that wins).
+
+    A page is retried until the target takes it or refuses it for good: there is no attempt limit
+    or deadline to set, only how fast retries back off."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # One HTTP request.
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # First retry delay; doubles per attempt (with jitter) up to backoff_max_s. A smaller cap
+    # notices a recovered target sooner and sends more requests to a down one.
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    # Open alerts are re-sent to Alertmanager this often: keep it well below its resolve_timeout.
+    resend_interval_s: float = Field(default=60.0, gt=0)
+    # Segment keys sent as Alertmanager labels (comma-separated in the environment): bounded
+    # values only, they are Alertmanager's grouping keys. Names are checked when the pager starts.
+    segment_labels: Annotated[tuple[str, ...], NoDecode] = ("app", "route", "model", "prompt_version")
+    # Resolved problems (dedup keys) remembered per target, besides every open one. One forgotten
+    # can be paged again if its old records are read again (a group re-reading the topic).
+    lru_size: int = Field(default=10000, ge=1)
+    # Open Alertmanager alerts kept for re-sending.
+    max_open: int = Field(default=10000, ge=1)
+    # Records waiting at one target beyond which the pager stops reading the incidents topic
+    # (memory bound during a long outage; every target then waits for the slowest).
+    max_backlog: int = Field(default=10000, ge=1)
+
+    @field_validator("segment_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        return tuple(str(v).strip() for v in value if str(v).strip())
 
 
 class Settings(BaseSettings):
@@ -83,6 +123,25 @@ class Settings(BaseSettings):
     # Also read OTLP/JSON trace exports (OpenTelemetry Collector kafka exporter, encoding otlp_json)
     # from topics.otlp and turn GenAI spans into run events on topics.runs.
     otlp_enabled: bool = False
+    # Paging targets of `semwatch page` (names kept from before they were settings). The routing
+    # key comes from the environment only: a settings file holding it is refused.
+    alertmanager_url: Optional[str] = None
+    pagerduty_url: Optional[str] = None
+    pagerduty_routing_key: Optional[SecretStr] = None
+    pager: PagerSettings = PagerSettings()
+
+    @field_validator("alertmanager_url", "pagerduty_url", "pagerduty_routing_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # docker compose passes an unset variable as "" (`${PAGERDUTY_ROUTING_KEY:-}`).
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("alertmanager_url", "pagerduty_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -190,6 +249,11 @@ class _YamlSource(PydanticBaseSettingsSource):
                 f"{path}: kafka.sasl_password must come from the environment "
                 "(SEMWATCH_KAFKA__SASL_PASSWORD), not from a file"
             )
+        if "pagerduty_routing_key" in data:
+            raise SettingsError(
+                f"{path}: pagerduty_routing_key must come from the environment "
+                "(SEMWATCH_PAGERDUTY_ROUTING_KEY), not from a file"
+            )
         return data
 
 
@@ -201,6 +265,8 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings with errors that name the field and where it came from."""
     try:
         return Settings(**overrides)
+    except SourceError as exc:  # e.g. a nested setting given as JSON that does not parse
+        raise SettingsError(f"invalid settings: {exc}") from None
     except ValidationError as exc:
         lines = []
         for e in exc.errors():

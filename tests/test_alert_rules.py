@@ -51,6 +51,8 @@ METRICS: dict[str, set[str]] = {
     "semwatch_page_attempts_total": {"target"},
     "semwatch_page_delivery_seconds": set(),
     "semwatch_pager_last_success_timestamp_seconds": {"target"},
+    "semwatch_pager_undelivered_pages": {"target"},
+    "semwatch_pager_oldest_undelivered_age_seconds": {"target"},
 }
 HISTOGRAMS = {"semwatch_processing_seconds", "semwatch_page_delivery_seconds"}
 SCRAPE_LABELS = {"job", "instance"}
@@ -170,6 +172,7 @@ def test_every_alert_is_well_formed():
         "SemwatchNoEventsReceived",
         "SemwatchWorkerDown",
         "SemwatchPagerDeliveryFailing",
+        "SemwatchPageUndelivered",
         "SemwatchLateEvents",
     }
     for alert in alerts:
@@ -245,9 +248,12 @@ def test_alertmanager_routes(labels, receiver):
     ])
 
 
-def test_alertmanager_groups_by_incident():
+def test_alertmanager_groups_by_problem():
+    """One notification per problem: the pager's alerts share a group_key per problem."""
     doc = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    assert doc["route"]["group_by"] == ["alertname", "dedup_key", "kind"]
+    assert doc["route"]["group_by"] == ["alertname", "group_key"]
+    incident_open = next(r for r in _rules() if r.get("alert") == "SemwatchIncidentOpen")
+    assert incident_open["labels"]["group_key"] == incident_open["labels"]["dedup_key"]
 
 
 # ---------------------------------------------------------------------------------------------

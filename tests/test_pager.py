@@ -1,4 +1,4 @@
-"""The pager agent's delivery logic (sinks/pager.py, sinks/alertmanager.py, sinks/pagerduty.py),
+"""The pager agent's delivery logic (sinks/pager/: dispatch, delivery, alertmanager, pagerduty),
 without a broker, against a real local HTTP receiver (http.server in a thread): exact payloads for
 both targets, retries and their bounds, dedup, and the metrics in a private registry."""
 
@@ -10,80 +10,23 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from support import AM_PATH, PD_PATH, Receiver
+
 from semwatch.contract import Incident, format_ts
 from semwatch.settings import SettingsError
-from sinks import pager as pager_mod
-from sinks.alertmanager import AlertmanagerTarget
-from sinks.pager import (HttpSender, Pager, PagerMetrics, PagerOptions, RetryPolicy, build_targets,
-                         parse_incident)
-from sinks.pagerduty import PagerDutyTarget
+from sinks.pager.agent import add_arguments, build_targets, pager_settings, target_names
+from sinks.pager.alertmanager import AlertmanagerTarget
+from sinks.pager.delivery import HttpSender, RetryPolicy
+from sinks.pager.dispatch import Pager
+from sinks.pager.memory import DeliveredKeys, KeyState
+from sinks.pager.metrics import OUTCOMES, PagerMetrics
+from sinks.pager.pagerduty import PagerDutyTarget
+from sinks.pager.records import MalformedIncident, parse_incident
 
-AM_PATH = "/api/v2/alerts"
-PD_PATH = "/v2/enqueue"
-FAST = RetryPolicy(max_attempts=4, deadline_s=10.0, timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05)
-
-
-# -- a real HTTP receiver ----------------------------------------------------------------------------
-class Receiver:
-    """Records every POST; answers from a per-path script of (status, body, delay_s), then 2xx."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, object]] = []
-        self.script: dict[str, list[tuple[int, str, float]]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.requests.append((self.path, json.loads(body)))
-                    steps = receiver.script.get(self.path)
-                    status, text, delay = steps.pop(0) if steps else (
-                        (200, "", 0.0) if self.path == AM_PATH else (202, '{"status":"success"}', 0.0))
-                if delay:
-                    time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(text.encode())))
-                    self.end_headers()
-                    self.wfile.write(text.encode())
-                except OSError:  # the client gave up (a timeout test)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def bodies(self, path: str) -> list:
-        with self.lock:
-            return [b for p, b in self.requests if p == path]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def metrics():
-    return PagerMetrics(targets=["alertmanager", "pagerduty"])
+FAST = RetryPolicy(timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
 def make_pager(receiver: Receiver, metrics: PagerMetrics, *, policy: RetryPolicy = FAST,
@@ -135,6 +78,7 @@ def attempts(metrics: PagerMetrics, target: str) -> float:
 AM_LABELS = {
     "alertname": "SemwatchIncident", "kind": "false_refusal_spike", "severity": "critical",
     "semwatch_severity": "SEV-1", "detector": "false-refusal-spike", "dedup_key": "false-refusal-spike/abc123",
+    "group_key": "false-refusal-spike/abc123",  # no group_key in the record: a problem of its own
     "source": "semwatch-pager", "app": "support-bot", "route": "billing", "model": "gpt-4o-mini",
     "prompt_version": "v2",
 }
@@ -314,7 +258,7 @@ def test_no_retry_on_400_and_body_is_logged(receiver, metrics, caplog):
 
 def test_timeout_is_retried(receiver, metrics):
     receiver.script[AM_PATH] = [(200, "", 1.5)]  # answers after the client's 0.3 s timeout
-    policy = RetryPolicy(max_attempts=3, deadline_s=10.0, timeout_s=0.3, backoff_base_s=0.01, backoff_max_s=0.05)
+    policy = RetryPolicy(timeout_s=0.3, backoff_base_s=0.01, backoff_max_s=0.05)
     pager, sender = make_pager(receiver, metrics, policy=policy, targets=("alertmanager",))
     try:
         assert run(pager.handle(incident())) == {"alertmanager": "delivered"}
@@ -323,30 +267,36 @@ def test_timeout_is_retried(receiver, metrics):
     assert attempts(metrics, "alertmanager") == 2
 
 
-def test_connection_errors_are_retried_then_fail_bounded(metrics):
+def test_connection_errors_are_retried_until_the_target_is_up(metrics):
+    """No attempt limit and no deadline: a target that is down (connection refused) gets the page
+    once it is back."""
     from semwatch.broker import free_port
 
+    port = free_port()
     sender = HttpSender(metrics, FAST)
-    pager = Pager([PagerDutyTarget(f"http://127.0.0.1:{free_port()}", "K", sender)], metrics)
+    pager = Pager([PagerDutyTarget(f"http://127.0.0.1:{port}", "K", sender)], metrics)
+    late: list[Receiver] = []
+    threading.Timer(1.0, lambda: late.append(Receiver(port))).start()  # up after 1 s: many attempts
     try:
-        assert run(pager.handle(incident())) == {"pagerduty": "failed"}
+        assert run(pager.handle(incident())) == {"pagerduty": "delivered"}
     finally:
         sender.close()
-    assert attempts(metrics, "pagerduty") == FAST.max_attempts
-    assert pages(metrics, "pagerduty", "trigger", "failed") == 1
+        for r in late:
+            r.close()
+    assert attempts(metrics, "pagerduty") > 6  # the old pager gave up after 6
+    assert len(late[0].bodies(PD_PATH)) == 1
+    assert pages(metrics, "pagerduty", "trigger", "delivered") == 1
 
 
-def test_a_hung_target_does_not_hold_up_the_other(receiver, metrics):
-    receiver.script[PD_PATH] = [(202, "", 5.0)] * 3
-    policy = RetryPolicy(max_attempts=10, deadline_s=1.0, timeout_s=0.4, backoff_base_s=0.01, backoff_max_s=0.05)
-    pager, sender = make_pager(receiver, metrics, policy=policy)
-    started = time.monotonic()
+def test_a_trigger_is_retried_until_delivered(receiver, metrics):
+    receiver.script[AM_PATH] = [(503, "", 0.0)] * 8
+    pager, sender = make_pager(receiver, metrics, targets=("alertmanager",))
     try:
-        assert run(pager.handle(incident())) == {"alertmanager": "delivered", "pagerduty": "failed"}
+        assert run(pager.handle(incident())) == {"alertmanager": "delivered"}
+        assert run(pager.target("alertmanager").resend_open()) == 1  # and it is kept open
     finally:
         sender.close()
-    assert time.monotonic() - started < 3.0  # the total deadline bounds the page
-    assert pages(metrics, "alertmanager", "trigger", "delivered") == 1
+    assert attempts(metrics, "alertmanager") == 9 + 1
 
 
 # -- dedup ------------------------------------------------------------------------------------------
@@ -376,11 +326,14 @@ def test_duplicates_are_suppressed(receiver, metrics):
     assert pages(metrics, "alertmanager", "trigger", "duplicate") == 3
 
 
-def test_lru_is_bounded():
-    lru = pager_mod.LRUSet(3)
+def test_memory_keeps_every_open_key_and_a_bounded_number_of_closed_ones():
+    keys = DeliveredKeys(max_closed=3)
+    keys.put("open", KeyState(open=True))
     for i in range(5):
-        lru.add(i)
-    assert len(lru) == 3 and 0 not in lru and 4 in lru
+        keys.put(f"closed-{i}", KeyState(open=False))
+    assert len(keys) == 4 and keys.get("open").open
+    assert keys.get("closed-0") == KeyState() and keys.get("closed-4").history == ()
+    assert [k for k, _ in keys.items()] == ["open", "closed-2", "closed-3", "closed-4"]
 
 
 def test_warm_start_restores_open_alerts_without_sending(receiver, metrics):
@@ -415,16 +368,6 @@ def test_open_alerts_are_resent_until_resolved(receiver, metrics):
     assert [a["labels"]["dedup_key"] for a in resent] == ["d/b"] and "endsAt" not in resent[0]
 
 
-def test_a_failed_trigger_is_retried_by_the_resend(receiver, metrics):
-    receiver.script[AM_PATH] = [(503, "", 0.0)] * FAST.max_attempts
-    pager, sender = make_pager(receiver, metrics, targets=("alertmanager",))
-    try:
-        assert run(pager.handle(incident())) == {"alertmanager": "failed"}
-        assert run(pager.target("alertmanager").resend_open()) == 1
-    finally:
-        sender.close()
-
-
 # -- bad input and configuration ---------------------------------------------------------------------
 @pytest.mark.parametrize("value,action", [
     (b"not json", "unknown"), (b"[1, 2]", "unknown"), (None, "unknown"), (b"\xff\xfe", "unknown"),
@@ -443,14 +386,14 @@ def test_malformed_records_are_rejected_not_fatal(receiver, metrics, value, acti
 def test_parse_incident_names_the_field():
     bad = incident().to_dict()
     bad["severity"] = "SEV-9"
-    with pytest.raises(pager_mod.MalformedIncident, match="severity"):
+    with pytest.raises(MalformedIncident, match="severity"):
         parse_incident(json.dumps(bad).encode())
 
 
 def test_malformed_timestamps_are_rejected():
     bad = incident().to_dict()
     bad["detected_at"] = "yesterday"
-    with pytest.raises(pager_mod.MalformedIncident, match="detected_at") as err:
+    with pytest.raises(MalformedIncident, match="detected_at") as err:
         parse_incident(json.dumps(bad).encode())
     assert err.value.event_action == "trigger"
 
@@ -459,7 +402,8 @@ def test_metric_names_and_labels_are_the_fixed_ones(metrics):
     """config/prometheus/semwatch-rules.yml and the dashboard depend on these names."""
     families = {m.name: m for m in metrics.registry.collect()}
     assert set(families) == {"semwatch_pages", "semwatch_page_attempts", "semwatch_page_delivery_seconds",
-                             "semwatch_pager_last_success_timestamp_seconds"}
+                             "semwatch_pager_last_success_timestamp_seconds", "semwatch_pager_undelivered_pages",
+                             "semwatch_pager_oldest_undelivered_age_seconds"}
     labels = {s.name: set(s.labels) for m in families.values() for s in m.samples}
     assert labels["semwatch_pages_total"] == {"target", "event_action", "outcome"}
     assert labels["semwatch_page_attempts_total"] == {"target"}
@@ -481,41 +425,72 @@ def test_cli_without_a_target_is_a_clear_start_up_error(monkeypatch, capsys):
 
 def test_metrics_start_at_zero(metrics):
     for target in ("alertmanager", "pagerduty"):
-        for outcome in ("delivered", "duplicate", "failed", "rejected"):
+        for outcome in OUTCOMES:
             assert pages(metrics, target, "trigger", outcome) == 0
         assert attempts(metrics, target) == 0
 
 
 def _args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    pager_mod.add_arguments(parser)
+    add_arguments(parser)
     ns = parser.parse_args([])
     for k, v in kw.items():
         setattr(ns, k, v)
     return ns
 
 
-def test_options_need_a_target_and_take_secrets_only_from_the_environment():
+@pytest.fixture
+def pager_env(monkeypatch):
+    """A clean environment for the pager's settings; returns a setter."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SEMWATCH_"):
+            monkeypatch.delenv(name)
+    return monkeypatch.setenv
+
+
+def test_options_need_a_target_and_take_secrets_only_from_the_environment(pager_env):
     with pytest.raises(SettingsError, match="no paging target"):
-        PagerOptions.from_args(_args(), environ={})
+        pager_settings(_args())
     with pytest.raises(SettingsError, match="SEMWATCH_PAGERDUTY_ROUTING_KEY"):
-        PagerOptions.from_args(_args(pagerduty_url="http://pd"), environ={})
+        pager_settings(_args(pagerduty_url="http://pd"))
     with pytest.raises(SettingsError, match="segment label"):
-        PagerOptions.from_args(_args(alertmanager_url="http://am", segment_labels="app,severity"), environ={})
-    opts = PagerOptions.from_args(_args(), environ={"SEMWATCH_PAGERDUTY_ROUTING_KEY": "secret-key",
-                                                    "SEMWATCH_ALERTMANAGER_URL": "http://am:9093"})
-    assert opts.target_names() == ["alertmanager", "pagerduty"]
-    assert "secret-key" not in repr(opts)
-    targets = build_targets(opts, HttpSender(PagerMetrics()))
+        pager_settings(_args(alertmanager_url="http://am", segment_labels="app,severity"))
+    pager_env("SEMWATCH_PAGERDUTY_ROUTING_KEY", "secret-key")
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "http://am:9093")
+    settings = pager_settings(_args())
+    assert target_names(settings) == ["alertmanager", "pagerduty"]
+    assert "secret-key" not in repr(settings)
+    targets = build_targets(settings, HttpSender(PagerMetrics()))
     assert [repr(t) for t in targets] == ["AlertmanagerTarget('http://am:9093/api/v2/alerts')",
                                           "PagerDutyTarget('https://events.pagerduty.com/v2/enqueue')"]
     # a CLI flag beats the environment for URLs; there is no flag for the routing key
-    opts = PagerOptions.from_args(_args(alertmanager_url="http://other:9093"),
-                                  environ={"SEMWATCH_ALERTMANAGER_URL": "http://am:9093"})
-    assert opts.alertmanager_url == "http://other:9093" and opts.target_names() == ["alertmanager"]
+    pager_env("SEMWATCH_PAGERDUTY_ROUTING_KEY", "")  # compose passes an unset key as ""
+    settings = pager_settings(_args(alertmanager_url="http://other:9093"))
+    assert settings.alertmanager_url == "http://other:9093" and target_names(settings) == ["alertmanager"]
     parser = argparse.ArgumentParser()
-    pager_mod.add_arguments(parser)
+    add_arguments(parser)
     assert not any("routing" in (a.dest or "") for a in parser._actions)
+
+
+def test_delivery_settings_come_from_the_environment_and_flags_win(pager_env):
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "http://am:9093")
+    pager_env("SEMWATCH_PAGER__REQUEST_TIMEOUT_S", "3")
+    pager_env("SEMWATCH_PAGER__BACKOFF_MAX_S", "7")
+    pager_env("SEMWATCH_PAGER__SEGMENT_LABELS", "app, tenant")
+    settings = pager_settings(_args(request_timeout_s=9.0))
+    assert settings.pager.request_timeout_s == 9.0  # the flag
+    assert settings.pager.backoff_max_s == 7.0  # the environment
+    assert settings.pager.segment_labels == ("app", "tenant")
+    assert settings.pager.resend_interval_s == 60.0  # the default
+    with pytest.raises(Exception):
+        settings.pager.request_timeout_s = 1  # frozen
+    with pytest.raises(SettingsError, match="SEMWATCH_PAGER__RESEND_INTERVAL_S"):
+        pager_settings(_args(resend_interval_s=0.0))
+    pager_env("SEMWATCH_ALERTMANAGER_URL", "alertmanager:9093")
+    with pytest.raises(SettingsError, match="http:// or https://"):
+        pager_settings(_args())
 
 
 def test_backoff_grows_with_jitter_and_is_capped():

@@ -24,8 +24,10 @@ import pytest
 
 from semwatch.broker import free_port
 from semwatch.contract import Incident, format_ts, parse_ts
-from sinks.alertmanager import AlertmanagerTarget
-from sinks.pager import HttpSender, Pager, PagerMetrics, RetryPolicy
+from sinks.pager.alertmanager import AlertmanagerTarget
+from sinks.pager.delivery import HttpSender, RetryPolicy
+from sinks.pager.dispatch import Pager
+from sinks.pager.metrics import PagerMetrics
 
 BINARY = "prometheus-alertmanager"
 
@@ -85,14 +87,14 @@ def alertmanager_binary() -> str:
 class Alertmanager:
     """The real Alertmanager on a free port, clustering off, routing everything to one webhook."""
 
-    def __init__(self, workdir: Path, webhook_url: str):
+    def __init__(self, workdir: Path, webhook_url: str, group_by: tuple[str, ...] = ("alertname", "dedup_key", "kind")):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "alertmanager.yml"
         self.config.write_text(
             "route:\n"
             "  receiver: hook\n"
-            "  group_by: [alertname, dedup_key, kind]\n"
+            f"  group_by: [{', '.join(group_by)}]\n"
             "  group_wait: 1s\n"
             "  group_interval: 1s\n"
             "  repeat_interval: 1h\n"
@@ -176,7 +178,7 @@ def incident(action: str) -> Incident:
 
 def test_trigger_and_resolve_reach_the_webhook_through_real_alertmanager(alertmanager, webhook):
     metrics = PagerMetrics(targets=["alertmanager"])
-    sender = HttpSender(metrics, RetryPolicy(max_attempts=3, deadline_s=20, timeout_s=5, backoff_base_s=0.2))
+    sender = HttpSender(metrics, RetryPolicy(timeout_s=5, backoff_base_s=0.2))
     pager = Pager([AlertmanagerTarget(alertmanager.url, sender)], metrics)
     key = "wrong-entity-action/5ee1b0c2"
     trigger, resolve = incident("trigger"), incident("resolve")
@@ -187,7 +189,7 @@ def test_trigger_and_resolve_reach_the_webhook_through_real_alertmanager(alertma
         assert firing["labels"] == {
             "alertname": "SemwatchIncident", "severity": "critical", "semwatch_severity": "SEV-1",
             "kind": "wrong_entity_action", "detector": "wrong-entity-action", "dedup_key": key,
-            "source": "semwatch-pager", "app": "order-agent", "route": "refunds"}
+            "group_key": key, "source": "semwatch-pager", "app": "order-agent", "route": "refunds"}
         assert firing["annotations"]["runbook_url"] == "https://runbooks.example.com/semwatch/wrong_entity_action"
         assert "refund_order" in firing["annotations"]["summary"]
         (active,) = [a for a in alertmanager.alerts() if a["labels"].get("dedup_key") == key]
@@ -215,7 +217,7 @@ def test_trigger_and_resolve_reach_the_webhook_through_real_alertmanager(alertma
 def test_alertmanager_rejects_a_bad_alert_and_the_pager_does_not_retry(alertmanager):
     """A 4xx from the real Alertmanager (here: an invalid label name) is rejected, not retried."""
     metrics = PagerMetrics(targets=["alertmanager"])
-    sender = HttpSender(metrics, RetryPolicy(max_attempts=3, deadline_s=20, timeout_s=5, backoff_base_s=0.2))
+    sender = HttpSender(metrics, RetryPolicy(timeout_s=5, backoff_base_s=0.2))
     try:
         delivery = asyncio.run(sender.post_json("alertmanager", f"{alertmanager.url}/api/v2/alerts",
                                                 [{"labels": {"bad-label": "x"}}]))
@@ -223,3 +225,46 @@ def test_alertmanager_rejects_a_bad_alert_and_the_pager_does_not_retry(alertmana
         sender.close()
     assert delivery.outcome == "rejected" and delivery.status == 400
     assert metrics.registry.get_sample_value("semwatch_page_attempts_total", {"target": "alertmanager"}) == 1
+
+
+def test_the_incidents_of_one_problem_are_one_notification(tmp_path, webhook):
+    """With the repository's grouping (config/alertmanager/alertmanager.yml), three incidents of one
+    problem reach the receiver as one notification listing all three; an incident of its own is
+    another notification."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "alertmanager" /
+                             "alertmanager.yml").read_text())
+    am = Alertmanager(tmp_path, webhook.url, group_by=tuple(config["route"]["group_by"])).start()
+    metrics = PagerMetrics(targets=["alertmanager"])
+    sender = HttpSender(metrics, RetryPolicy(timeout_s=5, backoff_base_s=0.2))
+    pager = Pager([AlertmanagerTarget(am.url, sender)], metrics)
+    members = [f"wrong-entity-action/{i}" for i in range(3)]
+
+    # Detected now: Alertmanager holds a new group for group_wait only when its first alert is
+    # younger than that (an older one is notified at once, as a late page should be).
+    now = format_ts(time.time())
+
+    async def page_all():
+        for i, key in enumerate(members):
+            record = incident("trigger").model_copy(update={
+                "dedup_key": key, "incident_id": f"m{i}", "group_key": "problem/order-agent/1",
+                "related": [m for m in members if m != key], "detected_at": now})
+            await pager.handle(record)
+        await pager.handle(incident("trigger").model_copy(update={"dedup_key": "cost-spike/alone", "incident_id": "x",
+                                                                  "detected_at": now}))
+
+    try:
+        asyncio.run(page_all())
+        webhook.wait_for(lambda a: a["labels"]["dedup_key"] == "cost-spike/alone", 30, "the incident of its own")
+        webhook.wait_for(lambda a: a["labels"]["dedup_key"] == members[-1], 30, "the problem's notification")
+        time.sleep(2.5)  # past group_interval: any further notification would be here by now
+    finally:
+        sender.close()
+        am.stop()
+    with webhook.lock:
+        notes = [n for n in webhook.notifications if n["status"] == "firing"]
+    grouped = [sorted(a["labels"]["dedup_key"] for a in n["alerts"]) for n in notes]
+    assert sorted(grouped) == sorted([members, ["cost-spike/alone"]]), grouped
+    problem = next(n for n in notes if len(n["alerts"]) == 3)
+    assert problem["groupLabels"] == {"alertname": "SemwatchIncident", "group_key": "problem/order-agent/1"}

@@ -176,3 +176,22 @@ def test_plaintext_default_has_no_credentials(monkeypatch):
     s = Settings(broker_url="kafka://localhost:9092")
     assert s.kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
     assert s.faust_credentials() is None
+
+
+def test_pagerduty_routing_key_is_a_secret_from_the_environment_only(tmp_path, monkeypatch):
+    key = "R0UTING-key-not-for-logs"
+    monkeypatch.delenv("SEMWATCH_SETTINGS_FILE", raising=False)
+    monkeypatch.setenv("SEMWATCH_PAGERDUTY_ROUTING_KEY", key)
+    s = load_settings()
+    assert isinstance(s.pagerduty_routing_key, SecretStr)
+    assert s.pagerduty_routing_key.get_secret_value() == key
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert key not in text
+    # A settings file holding the key is refused, naming the variable to use instead.
+    monkeypatch.delenv("SEMWATCH_PAGERDUTY_ROUTING_KEY")
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"alertmanager_url: http://am:9093\npagerduty_routing_key: {key}\n")
+    monkeypatch.setenv("SEMWATCH_SETTINGS_FILE", str(path))
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "SEMWATCH_PAGERDUTY_ROUTING_KEY" in str(err.value) and key not in str(err.value)

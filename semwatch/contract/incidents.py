@@ -51,6 +51,11 @@ class Incident(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     suspected_changes: list[SuspectedChange] = Field(default_factory=list)
     runbook_url: Optional[str] = None
+    # The problem this incident belongs to: incidents of overlapping scope and time share one
+    # group_key (set by the engine), and pagers page once per problem. None: a problem of its own.
+    group_key: Optional[str] = None
+    # dedup_keys of the other incidents of the same problem.
+    related: list[str] = Field(default_factory=list)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)

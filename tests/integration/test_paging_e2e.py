@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -35,7 +35,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:  # tests/ has no __init__.py: its helpers are top-level modules
     sys.path.insert(0, str(TESTS))
 
-from support import REPO, WorkerProcess, consume, event_records, produce, scrape  # noqa: E402
+from support import REPO, PagerProcess, WorkerProcess, consume, event_records, produce, scrape  # noqa: E402
 from test_pager_alertmanager import Alertmanager, Webhook  # noqa: E402  (the real-Alertmanager helpers)
 
 from semwatch.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -164,66 +164,6 @@ class Prometheus:
                 self.proc.wait(5)
 
 
-class PagerProcess:
-    """``python -m semwatch.cli page`` with its targets and secret in the environment."""
-
-    def __init__(self, broker_url: str, log_path: Path, *, alertmanager_url: str, pagerduty_url: str):
-        self.metrics_port = free_port()
-        self.log_path = log_path
-        self.env = dict(os.environ)
-        self.env.update({
-            "SEMWATCH_BROKER_URL": broker_url,
-            "SEMWATCH_ALERTMANAGER_URL": alertmanager_url,
-            "SEMWATCH_PAGERDUTY_URL": pagerduty_url,
-            "SEMWATCH_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-            "SEMWATCH_SESSION_TIMEOUT_S": "10",
-            "SEMWATCH_LOG_LEVEL": "INFO",
-        })
-        self.cmd = [sys.executable, "-m", "semwatch.cli", "page", "--metrics-port", str(self.metrics_port),
-                    "--resend-interval-s", "5", "--retry-deadline-s", "20", "--backoff-base-s", "0.2"]
-        self.proc: Optional[subprocess.Popen] = None
-        self.started = threading.Event()  # targets configured, metrics served
-        self.ready = threading.Event()  # in the consumer group with partitions assigned
-
-    def start(self, timeout: float = 60.0) -> "PagerProcess":
-        """Started, not necessarily ready: the workers create the incidents topic with their first
-        incident, and the pager waits for it (reading from the earliest offset, it loses nothing)."""
-        self.started.clear()
-        self.ready.clear()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=REPO, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        if not self.started.wait(timeout):
-            self.stop()
-            raise AssertionError(f"pager not started within {timeout:.0f}s; log:\n{self.log()}")
-        return self
-
-    def _pump(self, proc: subprocess.Popen) -> None:
-        with open(self.log_path, "ab") as log:
-            for line in proc.stderr:
-                log.write(line)
-                log.flush()
-                if b"semwatch: paging " in line:
-                    self.started.set()
-                if b"semwatch: pager ready" in line:
-                    self.ready.set()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else "(no log)"
-
-    def stop(self, timeout: float = 20.0) -> Optional[int]:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
 # -- fixtures: started in dependency order, stopped in reverse ---------------------------------------
 @pytest.fixture
 def broker(tmp_path):
@@ -265,7 +205,8 @@ def worker(broker, tmp_path):
 @pytest.fixture
 def pager(broker, worker, alertmanager, pagerduty, tmp_path):
     p = PagerProcess(broker.url, tmp_path / "pager.log", alertmanager_url=alertmanager.url,
-                     pagerduty_url=pagerduty.url).start()
+                     pagerduty_url=pagerduty.url, routing_key=ROUTING_KEY,
+                     args=("--resend-interval-s", "5", "--backoff-base-s", "0.2")).start()
     yield p
     p.stop()
 
@@ -342,11 +283,12 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     assert pd_trigger["payload"]["custom_details"]["evidence"]["run_ids"] == ["run-wrong-1"]
 
     # 3. A restart (SIGTERM, graceful) neither loses the open alert nor pages again: offsets were
-    #    committed after delivery, and the new pager rebuilds its open set from the topic.
+    #    committed after delivery, and the new pager rebuilds its memory (the open alert included)
+    #    from its ledger topic.
     assert pager.stop() == 0, pager.log()
     pager.start()
-    _wait(lambda: "warm start: 1 incident record(s) already handled" in pager.log(), 60,
-          "the warm start of the restarted pager", diagnostics)
+    _wait(lambda: re.search(r"ledger semwatch\.pager\.delivered: [1-9][0-9]* dedup key\(s\) known", pager.log()),
+          60, "the restarted pager reading its ledger", diagnostics)
     _wait(pager.ready.is_set, 60, "the restarted pager in its group", diagnostics)
 
     # 4. Event time moves on past auto_resolve_s: the incident resolves, and so does the page.
@@ -374,8 +316,8 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     for target in ("alertmanager", "pagerduty"):
         assert sample("semwatch_pages_total", target=target, event_action="resolve", outcome="delivered") == 1
         for action in ("trigger", "resolve"):
-            for outcome in ("failed", "rejected"):
-                assert sample("semwatch_pages_total", target=target, event_action=action, outcome=outcome) == 0
+            assert sample("semwatch_pages_total", target=target, event_action=action, outcome="rejected") == 0
+        assert sample("semwatch_pager_undelivered_pages", target=target) == 0
         assert sample("semwatch_pager_last_success_timestamp_seconds", target=target) > 0
 
     # 6. Prometheus scraped the worker (and the pager) and loaded the repository's rules.

@@ -1,17 +1,25 @@
 """Incident records -> Alertmanager API v2 alerts (``POST {url}/api/v2/alerts``).
 
 One incident is one alert, identified (like every Alertmanager alert) by its label set: the
-``dedup_key`` label keeps two incidents of one detector apart. A trigger posts the alert without
+``dedup_key`` label keeps two incidents of one detector apart, and the ``group_key`` label (the
+incident's problem, or its own ``dedup_key`` when it has none) lets Alertmanager group the
+incidents of one problem into one notification (``group_by: [alertname, group_key]`` in
+config/alertmanager/alertmanager.yml) while each stays visible as its own alert. A trigger posts the alert without
 ``endsAt``; a resolve posts the same labels with ``endsAt``. Alertmanager forgets an alert that is not
 re-sent within its ``resolve_timeout`` (it resolves it itself), so :class:`AlertmanagerTarget` keeps
-every open alert and :mod:`sinks.pager` re-sends them periodically until they resolve.
+every open alert and the pager agent (:mod:`sinks.pager.agent`) re-sends them periodically until
+they resolve.
 
 Times: incidents carry event time, Alertmanager works in wall-clock time. ``startsAt`` is the
 trigger's ``detected_at`` and ``endsAt`` the resolve's ``detected_at``, both clamped to *now*: an
 explicit resolve must resolve the alert now, even when a producer's clock runs ahead (an ``endsAt``
 in the future would keep the alert firing until then, and a ``startsAt`` in the future is rejected).
 
-Delivery, retries and dedup live in :mod:`sinks.pager`; this module never imports it.
+Re-sends run in line with the pages on the Alertmanager lane (:mod:`sinks.pager.dispatch`), so an
+open alert is never re-sent after its resolve went out.
+
+Retries live in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in
+:mod:`sinks.pager.dispatch`.
 """
 
 from __future__ import annotations
@@ -20,13 +28,11 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from semwatch.contract import Incident, format_ts, parse_ts
-from sinks.pagerduty import SEVERITY, truncate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sinks.pager import Delivery, HttpSender
+from sinks.pager.delivery import Delivery, HttpSender
+from sinks.pager.records import SEVERITY, Problem, problem_key, truncate
 
 log = logging.getLogger("semwatch.pager.alertmanager")
 
@@ -39,7 +45,8 @@ MAX_LABEL_VALUE = 128
 MAX_SUMMARY = 1024
 MAX_DESCRIPTION = 4096
 RESERVED_LABELS = frozenset({"alertname", "kind", "severity", "semwatch_severity", "detector",
-                             "dedup_key", "source"})
+                             "dedup_key", "group_key", "source"})
+MAX_RELATED = 20  # dedup keys listed in the ``related`` annotation
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 POST_CHUNK = 500  # alerts per request when re-sending
 
@@ -67,6 +74,7 @@ def alert_labels(inc: Incident, segment_labels: Iterable[str] = DEFAULT_SEGMENT_
         "semwatch_severity": inc.severity,
         "detector": inc.detector,
         "dedup_key": inc.dedup_key,
+        "group_key": truncate(problem_key(inc), MAX_LABEL_VALUE),
         "source": SOURCE,
     }
     for key in segment_labels:
@@ -105,6 +113,8 @@ def alert_annotations(inc: Incident) -> dict[str, str]:
                    "incident_id": inc.incident_id}
     if inc.runbook_url:
         annotations["runbook_url"] = inc.runbook_url
+    if inc.related:
+        annotations["related"] = ", ".join(inc.related[:MAX_RELATED])
     return annotations
 
 
@@ -142,7 +152,7 @@ class AlertmanagerTarget:
 
     name = "alertmanager"
 
-    def __init__(self, url: str, sender: "HttpSender", *,
+    def __init__(self, url: str, sender: HttpSender, *,
                  segment_labels: Iterable[str] = DEFAULT_SEGMENT_LABELS, max_open: int = 10000,
                  clock: Callable[[], float] = time.time):
         if not url:
@@ -167,28 +177,30 @@ class AlertmanagerTarget:
             log.warning("more than %d open alerts: no longer re-sending %s; Alertmanager resolves it "
                         "after its resolve_timeout", self.max_open, old_key)
 
-    async def send(self, inc: Incident) -> "Delivery":
+    async def send(self, inc: Incident, problem: Optional[Problem] = None) -> Delivery:
+        """One alert per incident (``problem`` is only in its ``group_key`` label)."""
         now = self.clock()
         if inc.event_action == "trigger":
             alert = firing_alert(inc, segment_labels=self.segment_labels, now=now)
-            # Remembered even when this post fails: the periodic re-send is a further retry.
-            self._remember(inc.dedup_key, alert)
-            alert = self.open.get(inc.dedup_key, alert)
-        else:
-            # Forgotten whatever the outcome: an alert that is no longer re-sent resolves in
-            # Alertmanager after resolve_timeout even if this explicit resolve is lost.
-            alert = resolved_alert(inc, open_alert=self.open.pop(inc.dedup_key, None),
-                                   segment_labels=self.segment_labels, now=now)
-        return await self.sender.post_json(self.name, self.endpoint, [alert])
+            delivery = await self.sender.post_json(self.name, self.endpoint, [alert])
+            if delivery.outcome == "delivered":
+                self._remember(inc.dedup_key, alert)
+            return delivery
+        alert = resolved_alert(inc, open_alert=self.open.get(inc.dedup_key), segment_labels=self.segment_labels,
+                               now=now)
+        delivery = await self.sender.post_json(self.name, self.endpoint, [alert])
+        if delivery.outcome != "failed":  # delivered, or refused for good: stop re-sending it
+            self.open.pop(inc.dedup_key, None)
+        return delivery
 
     async def refresh(self, inc: Incident) -> None:
         """A repeated trigger of an open incident: re-sending the alert is harmless, and refreshes it."""
         alert = self.open.get(inc.dedup_key)
         if alert is not None:
-            await self.sender.post_json(self.name, self.endpoint, [alert])
+            await self.sender.post_json(self.name, self.endpoint, [alert], attempts=1)
 
     def restore(self, inc: Incident) -> None:
-        """Warm start from the incidents topic: remember what is open, send nothing."""
+        """After a restart: remember what is open (from the ledger, or a record handled before), send nothing."""
         if inc.event_action == "trigger":
             self._remember(inc.dedup_key, firing_alert(inc, segment_labels=self.segment_labels,
                                                        now=self.clock()))
@@ -196,13 +208,13 @@ class AlertmanagerTarget:
             self.open.pop(inc.dedup_key, None)
 
     async def resend_open(self) -> int:
-        """Re-send every open alert (keeps them alive past resolve_timeout). Returns how many were
-        delivered."""
+        """Re-send every open alert once (keeps them alive past resolve_timeout; a failure waits
+        for the next round). Returns how many were delivered."""
         alerts = list(self.open.values())
         sent = 0
         for i in range(0, len(alerts), POST_CHUNK):
             chunk = alerts[i: i + POST_CHUNK]
-            delivery = await self.sender.post_json(self.name, self.endpoint, chunk)
+            delivery = await self.sender.post_json(self.name, self.endpoint, chunk, attempts=1)
             if delivery.outcome == "delivered":
                 sent += len(chunk)
             else:

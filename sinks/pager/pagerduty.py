@@ -1,8 +1,15 @@
 """Incident records -> PagerDuty Events API v2 (``POST {url}/v2/enqueue``).
 
 The incident record was designed as a PagerDuty event (DESIGN.md): ``dedup_key``, ``event_action``
-and the severity map straight across, so this module is a mapping plus one HTTP call. Delivery,
-retries and dedup live in :mod:`sinks.pager`; this module never imports it (the sender is passed in).
+and the severity map straight across, so this module is a mapping plus one HTTP call. Retries live
+in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in :mod:`sinks.pager.dispatch`.
+
+One page per problem: the event's ``dedup_key`` is the problem's (the incident's ``group_key``,
+or its own ``dedup_key`` when it has none). The first incident of a problem opens the PagerDuty
+incident; the triggers of later ones carry the same ``dedup_key`` with their details and the
+highest severity of the open incidents, which PagerDuty adds to the open incident instead of
+paging again. The dispatcher sends the resolve only when the last open incident of the problem
+resolves. An incident without ``group_key`` maps exactly as before there were groups.
 
 >>> inc = Incident(incident_id="i1", dedup_key="d/1", event_action="resolve", severity="SEV-1",
 ...                kind="cost_spike", detector="cost", summary="s", segment={}, window_start="t",
@@ -13,17 +20,13 @@ retries and dedup live in :mod:`sinks.pager`; this module never imports it (the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from semwatch.contract import Incident
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sinks.pager import Delivery, HttpSender
+from sinks.pager.delivery import Delivery, HttpSender
+from sinks.pager.records import SEVERITY, Problem, truncate
 
 DEFAULT_URL = "https://events.pagerduty.com"
-
-# semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (DESIGN.md).
-SEVERITY = {"SEV-1": "critical", "SEV-2": "error", "SEV-3": "warning"}
 
 MAX_SUMMARY = 1024  # PagerDuty truncates longer summaries itself; we cut them cleanly instead
 MAX_SOURCE = 255
@@ -32,22 +35,21 @@ MAX_EVIDENCE_IDS = 20
 SOURCE_LABELS = ("app", "route", "model", "prompt_version")
 
 
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def event_for(inc: Incident, routing_key: str) -> dict[str, Any]:
-    """The Events API v2 body for one incident record. A resolve carries only the key fields."""
+def event_for(inc: Incident, routing_key: str, problem: Optional[Problem] = None) -> dict[str, Any]:
+    """The Events API v2 body for one incident record of ``problem`` (default: a problem of one).
+    A resolve carries only the key fields."""
+    problem = problem or Problem(inc.dedup_key, inc.severity, (inc.dedup_key,))
     event: dict[str, Any] = {"routing_key": routing_key, "event_action": inc.event_action,
-                             "dedup_key": inc.dedup_key}
+                             "dedup_key": problem.key}
     if inc.event_action == "resolve":
         return event
     segment = inc.segment
     source = ",".join(f"{k}={segment[k]}" for k in SOURCE_LABELS if segment.get(k))
+    summary = inc.summary if len(problem.members) < 2 else f"[{len(problem.members)} incidents] {inc.summary}"
     payload: dict[str, Any] = {
-        "summary": truncate(inc.summary, MAX_SUMMARY),
+        "summary": truncate(summary, MAX_SUMMARY),
         "source": truncate(f"semwatch/{source}" if source else "semwatch", MAX_SOURCE),
-        "severity": SEVERITY[inc.severity],
+        "severity": SEVERITY[problem.severity],
         "timestamp": inc.detected_at,
         "component": inc.detector,
     }
@@ -69,6 +71,9 @@ def event_for(inc: Incident, routing_key: str) -> dict[str, Any]:
         "suspected_changes": [c.model_dump(mode="json", by_alias=True) for c in inc.suspected_changes],
         "evidence": evidence,
     }
+    if inc.group_key is not None:
+        payload["custom_details"].update(group_key=inc.group_key, dedup_key=inc.dedup_key,
+                                         open_incidents=list(problem.members), related=list(inc.related))
     event["payload"] = payload
     event["client"] = "semwatch"
     if inc.runbook_url:
@@ -80,12 +85,13 @@ class PagerDutyTarget:
     """Sends triggers and resolves to one PagerDuty integration (one routing key).
 
     PagerDuty itself keeps one open incident per dedup_key, so this target needs no state: the
-    pager's dedup (sinks.pager) only saves PagerDuty the duplicate events.
+    pager's dedup (sinks.pager.dispatch) only saves PagerDuty the duplicate events.
     """
 
     name = "pagerduty"
+    pages_per_problem = True  # one PagerDuty incident per group_key (see the module docstring)
 
-    def __init__(self, url: Optional[str], routing_key: str, sender: "HttpSender"):
+    def __init__(self, url: Optional[str], routing_key: str, sender: HttpSender):
         if not routing_key:
             raise ValueError("PagerDuty needs a routing key (SEMWATCH_PAGERDUTY_ROUTING_KEY)")
         self.base_url = (url or DEFAULT_URL).rstrip("/")
@@ -96,8 +102,8 @@ class PagerDutyTarget:
     def __repr__(self) -> str:  # never show the routing key
         return f"PagerDutyTarget({self.endpoint!r})"
 
-    async def send(self, inc: Incident) -> "Delivery":
-        return await self.sender.post_json(self.name, self.endpoint, event_for(inc, self._routing_key))
+    async def send(self, inc: Incident, problem: Optional[Problem] = None) -> Delivery:
+        return await self.sender.post_json(self.name, self.endpoint, event_for(inc, self._routing_key, problem))
 
     async def refresh(self, inc: Incident) -> None:
         """A repeated trigger of an open incident: PagerDuty already has it; send nothing."""
