@@ -51,6 +51,10 @@ class Incident(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     suspected_changes: list[SuspectedChange] = Field(default_factory=list)
     runbook_url: Optional[str] = None
+    # The problem this incident belongs to (docs/contracts.md): incidents of overlapping scope and
+    # time share one group_key, which pagers page once; related lists the other members' dedup_keys.
+    group_key: Optional[str] = None
+    related: list[str] = Field(default_factory=list)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
