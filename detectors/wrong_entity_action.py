@@ -13,9 +13,12 @@ refunding another customer's order, emailing another user.
   Only results of calls that themselves stayed in scope widen it, so ``get_order("#W9")`` on a
   stranger's order does not launder ``#W9``. Results widen for later calls of the same event too.
 
-One incident per offending run, at the offending event (SEV-1 when the tool moves money, else
-``severity``); dedup key = detector + segment + run id. A person has to look at it, but an alert open
-forever is worse: it resolves by itself ``auto_resolve_s`` of event time later (0 = never).
+One incident per segment (``group_by``, default app and route), opened at the first offending
+event (SEV-1 when the tool moves money, else ``severity``): later offending runs of the segment join
+it (a bounded list of run ids and offending calls, and a count) instead of paging again, and raise
+its severity one level at each of ``escalate_runs`` (the trigger is re-sent, same incident, new
+severity). A person has to look at it, but an alert open forever is worse: it resolves by itself
+``auto_resolve_s`` of event time after the last offending run (0 = never).
 
 The per-run scope tracking (:class:`RunScopeMixin`) is shared with ``wrong_entity_rate``.
 Evidence names the tool, call id, argument name and a hash of the entity id, never the id itself or
@@ -32,7 +35,7 @@ from typing import Any, ClassVar, Optional
 from pydantic import Field
 
 from semwatch.engine.tuning import ProbeUnavailable
-from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState, register
+from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState, escalate, register
 from semwatch.engine.formatting import segment_label, window_label
 from semwatch.engine.state import state_type
 from semwatch.engine.tools import ToolMap, ids_in_result
@@ -59,12 +62,24 @@ class RunState(SegmentState):
     subject: dict[str, list[str]] = field(default_factory=dict)  # declared scope, union over events
     seen: dict[str, list[str]] = field(default_factory=dict)  # ids from earlier in-scope results
     n_ids: int = 0  # bound on subject + seen
-    # wrong_entity_action's one incident per run:
-    flagged_at: Optional[float] = None
-    resolve_at: Optional[float] = None
-    incident_segment: dict[str, str] = field(default_factory=dict)
-    severity: str = "SEV-2"
+    flagged_at: Optional[float] = None  # when the run first acted out of scope (counted once)
     offenses: int = 0
+
+
+@dataclass(slots=True)
+class WrongEntityIncident(SegmentState):
+    """The open incident of one segment: every offending run of it, bounded."""
+
+    opened_at: float = 0.0
+    last_at: float = 0.0
+    resolve_at: Optional[float] = None
+    severity: str = "SEV-2"
+    runs: int = 0  # offending runs
+    offenses: int = 0  # out-of-scope entity arguments
+    money_moving: bool = False
+    run_ids: list = field(default_factory=list)
+    event_ids: list = field(default_factory=list)
+    calls: list = field(default_factory=list)
 
 
 @dataclass
@@ -162,6 +177,10 @@ class WrongEntityParams(RunScopeParams):
     severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
     money_moving_severity: str = Field(default="SEV-1", pattern=r"^SEV-[123]$")
     auto_resolve_s: float = Field(default=3600.0, ge=0)
+    # Severity one level up at each of these counts of offending runs in one open incident.
+    escalate_runs: tuple[int, ...] = (5, 25)
+    # Run ids kept as evidence per incident (the count goes on).
+    evidence_runs: int = Field(default=10, ge=1, le=100)
     # A run idle this long (event time) is forgotten, with its subject.
     idle_ttl_s: float = Field(default=1800.0, gt=0)
     max_segments: int = Field(default=100000, ge=1)
@@ -200,50 +219,75 @@ class WrongEntityAction(RunScopeMixin, Detector):
         n_bad = sum(len(c.offending) for c in bad)
         run.offenses += n_bad
         if run.flagged_at is not None:
-            return  # one incident per run; later offences only add to the count
-        p = self.params
-        money = any(c.money_moving for c in bad)
+            return  # a run is counted once; later offences only add to its count
         run.flagged_at = event.ts
-        run.severity = p.money_moving_severity if money else p.severity
-        run.incident_segment = self.segment_of(event)
+        p = self.params
+        segment = self.segment_of(event)
+        inc = ctx.state(self, segment, lambda: WrongEntityIncident(segment={}), event.ts)
+        if inc is None:
+            return
+        first = inc.runs == 0
+        before = inc.severity
+        money = any(c.money_moving for c in bad)
+        inc.runs += 1
+        inc.offenses += n_bad
+        inc.money_moving = inc.money_moving or money
+        inc.last_at = event.ts
+        if len(inc.run_ids) < p.evidence_runs:
+            inc.run_ids.append(event.run_id)
+            inc.event_ids.append(event.event_id)
+        inc.calls = (inc.calls + _evidence_calls(bad))[:MAX_EVIDENCE_CALLS]
+        base = p.money_moving_severity if inc.money_moving else p.severity
+        inc.severity = escalate(base, inc.runs, tuple(float(x) for x in p.escalate_runs))
+        if first:
+            inc.opened_at = event.ts
         if p.auto_resolve_s > 0:
-            run.resolve_at = event.ts + p.auto_resolve_s
-            run.active = True
-        first = next((c for c in bad if c.money_moving), bad[0])
-        arg, etype, _ = first.offending[0]
-        kind_txt = " (moves money)" if first.money_moving else ""
-        summary = (f"{first.call.name}{kind_txt} called with {arg} outside the subject of run "
-                   f"{event.run_id} ({etype} not in its scope) on {segment_label(run.incident_segment)}")
-        ctx.emit(self.incident(
-            action="trigger", segment=run.incident_segment, summary=summary,
-            window_start=event.ts, window_end=event.ts, detected_at=event.ts, ctx=ctx,
-            severity=run.severity, observed=float(n_bad), threshold=0.0, score=1.0,
-            evidence={"run_ids": [event.run_id], "event_ids": [event.event_id],
-                      "calls": _evidence_calls(bad),
-                      "scope_sizes": {t: len(run.subject.get(t, ())) + len(run.seen.get(t, ()))
-                                      for t in sorted({o[1] for c in bad for o in c.offending})}},
-            dedup_extra=event.run_id,
-        ))
+            inc.resolve_at = event.ts + p.auto_resolve_s
+            inc.active = True
+        ctx.changed(self, inc)
+        if not first and inc.severity == before:
+            return  # joined the open incident: no new page
+        top = next((c for c in bad if c.money_moving), bad[0])
+        arg, etype, _ = top.offending[0]
+        kind_txt = " (moves money)" if top.money_moving else ""
+        if first:
+            summary = (f"{top.call.name}{kind_txt} called with {arg} outside the subject of run "
+                       f"{event.run_id} ({etype} not in its scope) on {segment_label(segment)}")
+        else:
+            summary = (f"{inc.runs} runs acted on entities outside their subject on "
+                       f"{segment_label(segment)} since {window_label(max(event.ts - inc.opened_at, 1.0))} "
+                       f"ago; latest: {top.call.name}{kind_txt} with {arg}")
+        out = self.incident(
+            action="trigger", segment=segment, summary=summary,
+            window_start=inc.opened_at, window_end=event.ts, detected_at=event.ts, ctx=ctx,
+            severity=inc.severity, observed=float(inc.runs), threshold=0.0, score=float(inc.offenses),
+            evidence=self._evidence(inc, run.subject, run.seen, bad))
+        ctx.emit(out)  # an update keeps the open incident's id (semwatch/engine/problems.py)
+
+    @staticmethod
+    def _evidence(inc: WrongEntityIncident, subject: dict, seen: dict, bad: list) -> dict[str, Any]:
+        return {"run_ids": list(inc.run_ids), "event_ids": list(inc.event_ids), "calls": list(inc.calls),
+                "offending_runs": inc.runs, "out_of_scope_arguments": inc.offenses,
+                "scope_sizes": {t: len(subject.get(t, ())) + len(seen.get(t, ()))
+                                for t in sorted({o[1] for c in bad for o in c.offending})}}
 
     def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
-        if not isinstance(state, RunState) or state.resolve_at is None:
+        if not isinstance(state, WrongEntityIncident) or state.resolve_at is None:
             state.active = False
             ctx.changed(self, state)
             return
         if watermark < state.resolve_at:
             return
-        at, run_id = state.resolve_at, state.segment.get("run_id", "")
-        state.resolve_at = None
-        state.active = False
-        ctx.changed(self, state)
+        at = state.resolve_at
         ctx.emit(self.incident(
-            action="resolve", segment=state.incident_segment,
-            summary=(f"auto-resolved after {window_label(self.params.auto_resolve_s)}: wrong-entity action "
-                     f"in run {run_id} ({state.offenses} out-of-scope argument(s)); review it if nobody has"),
-            window_start=state.flagged_at or at, window_end=at, detected_at=at, ctx=ctx,
-            severity=state.severity, observed=float(state.offenses), threshold=0.0,
-            evidence={"run_ids": [run_id]}, dedup_extra=run_id,
-        ))
+            action="resolve", segment=state.segment,
+            summary=(f"auto-resolved {window_label(self.params.auto_resolve_s)} after the last of "
+                     f"{state.runs} wrong-entity run(s) on {segment_label(state.segment)}; review them "
+                     "if nobody has"),
+            window_start=state.opened_at, window_end=at, detected_at=at, ctx=ctx,
+            severity=state.severity, observed=float(state.runs), threshold=0.0,
+            evidence={"run_ids": list(state.run_ids), "offending_runs": state.runs}))
+        ctx.drop(self, state.segment)  # the next offending run opens a new incident
 
     # -- contract test ---------------------------------------------------------------------------
     def probe(self, segment: dict[str, str], window: dict) -> Any:

@@ -96,6 +96,11 @@ class EngineSection(BaseModel):
     tick_s: float = Field(default=5.0, gt=0)
     sweep_s: float = Field(default=600.0, gt=0)
     change_lookback_s: float = Field(default=6 * 3600.0, gt=0)
+    # Triggers of related scope this close in time are one problem (one page); 0 = never grouped.
+    correlation_window_s: float = Field(default=900.0, ge=0)
+    # A resolve is held this long; a re-trigger of the same incident meanwhile cancels it (no
+    # flapping: one page at most). 0 = resolves go out at once.
+    resolve_cooldown_s: float = Field(default=600.0, ge=0)
     # Which labels partition the stream: every detector's state must live inside one partition,
     # so each detector's group_by must include these (checked below).
     partition_by: tuple[str, ...] = ("app",)
@@ -127,6 +132,8 @@ class SemwatchConfig:
             tick_s=self.engine.tick_s,
             sweep_s=self.engine.sweep_s,
             change_lookback_s=self.engine.change_lookback_s,
+            correlation_window_s=self.engine.correlation_window_s,
+            resolve_cooldown_s=self.engine.resolve_cooldown_s,
         )
         return Engine(self.build_detectors(), opts, data=data, enrich=self.build_enrichment())
 

@@ -40,6 +40,11 @@ class WorkerMetrics:
         self.incidents_open = Gauge(
             "semwatch_incidents_open", "Incidents triggered and not yet resolved.",
             ["kind", "severity", "detector"], registry=r)
+        self.problems = Counter(
+            "semwatch_problems", "Problems opened: incidents grouped by group_key (one page each).",
+            ["severity"], registry=r)
+        self.problems_open = Gauge(
+            "semwatch_problems_open", "Problems with at least one open incident.", registry=r)
         self.consumer_lag = Gauge("semwatch_consumer_lag_records",
                                   "Records behind the high watermark, over assigned partitions.", registry=r)
         self.last_event_ts = Gauge("semwatch_last_event_timestamp_seconds",
@@ -66,10 +71,26 @@ class WorkerMetrics:
             "with no state.", registry=r)
         for reason in DEAD_LETTER_REASONS:  # export zeros, so rate() works from the start
             self.dead_lettered.labels(reason=reason)
+        for severity in ("SEV-1", "SEV-2", "SEV-3"):
+            self.problems.labels(severity)
         self._open: dict[str, tuple[str, str, str]] = {}
+        self._problem_members: dict[str, set[str]] = {}  # group_key -> its open dedup_keys
 
     def incident(self, inc: Incident) -> None:
         self.incidents.labels(inc.kind, inc.severity, inc.detector, inc.event_action).inc()
+        if inc.group_key:
+            members = self._problem_members.get(inc.group_key)
+            if inc.event_action == "trigger":
+                if members is None:
+                    members = self._problem_members[inc.group_key] = set()
+                    self.problems.labels(inc.severity).inc()
+                    self.problems_open.inc()
+                members.add(inc.dedup_key)
+            elif members is not None:
+                members.discard(inc.dedup_key)
+                if not members:
+                    del self._problem_members[inc.group_key]
+                    self.problems_open.dec()
         labels = (inc.kind, inc.severity, inc.detector)
         if inc.event_action == "trigger":
             if inc.dedup_key not in self._open:

@@ -30,31 +30,28 @@ DASHBOARD = ROOT / "config" / "grafana" / "semwatch-dashboard.json"
 GRAFANA_DATASOURCE = ROOT / "config" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 GRAFANA_DASHBOARDS = ROOT / "config" / "grafana" / "provisioning" / "dashboards" / "semwatch.yml"
 
-# Metric name -> its own labels (every series also has `job` and `instance` from scraping).
-# Histograms are exposed as <name>_bucket{le}, <name>_sum and <name>_count.
-METRICS: dict[str, set[str]] = {
-    # worker
-    "semwatch_events_received_total": set(),
-    "semwatch_events_valid_total": set(),
-    "semwatch_events_dead_lettered_total": {"reason"},
-    "semwatch_events_late_total": set(),
-    "semwatch_incidents_total": {"kind", "severity", "detector", "event_action"},
-    "semwatch_incidents_open": {"kind", "severity", "detector"},
-    "semwatch_consumer_lag_records": set(),
-    "semwatch_last_event_timestamp_seconds": set(),
-    "semwatch_last_processed_timestamp_seconds": set(),
-    "semwatch_processing_seconds": set(),
-    "semwatch_segments_active": {"detector"},
-    "semwatch_detector_errors_total": {"detector"},
-    # pager agent
-    "semwatch_pages_total": {"target", "event_action", "outcome"},
-    "semwatch_page_attempts_total": {"target"},
-    "semwatch_page_delivery_seconds": set(),
-    "semwatch_pager_last_success_timestamp_seconds": {"target"},
-    "semwatch_pager_undelivered_pages": {"target"},
-    "semwatch_pager_oldest_undelivered_age_seconds": {"target"},
-}
-HISTOGRAMS = {"semwatch_processing_seconds", "semwatch_page_delivery_seconds"}
+def _exposed_metrics() -> tuple[dict[str, set[str]], set[str]]:
+    """Metric name -> its own labels, read from the worker's and the pager's real registries (every
+    series also has `job` and `instance` from scraping), and the histograms among them (exposed as
+    <name>_bucket{le}, <name>_sum and <name>_count)."""
+    from prometheus_client import CollectorRegistry
+
+    from sinks.metrics import WorkerMetrics
+    from sinks.pager.metrics import PagerMetrics
+
+    metrics: dict[str, set[str]] = {}
+    histograms: set[str] = set()
+    for owner in (WorkerMetrics(CollectorRegistry()), PagerMetrics(CollectorRegistry())):
+        for collector in list(owner.registry._collector_to_names):
+            kind = getattr(collector, "_type", "")
+            name = collector._name + ("_total" if kind == "counter" else "")
+            metrics[name] = set(getattr(collector, "_labelnames", ()))
+            if kind == "histogram":
+                histograms.add(name)
+    return metrics, histograms
+
+
+METRICS, HISTOGRAMS = _exposed_metrics()
 SCRAPE_LABELS = {"job", "instance"}
 JOBS = {"semwatch-worker", "semwatch-pager"}
 

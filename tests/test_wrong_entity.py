@@ -189,17 +189,35 @@ def test_out_of_scope_refund_is_sev1_at_the_event_with_hashed_evidence():
     assert inc.runbook_url == "https://runbooks.test/wrong_entity_action"
 
 
-def test_one_incident_per_run_and_separate_keys_per_run():
+def test_offending_runs_of_one_segment_are_one_incident_that_collects_them():
     eng = engine()
     subj = {"user_id": ["u1"]}
     out = run_all(eng, [
         ev(0, "r1", call("send_email", user_id="u2"), subject=subj),
-        ev(1, "r1", call("send_email", user_id="u3")),
+        ev(1, "r1", call("send_email", user_id="u3")),  # the same run again: counted once
         ev(2, "r2", call("send_email", user_id="u9"), subject=subj),
     ])
-    assert [i.severity for i in out] == ["SEV-2", "SEV-2"]
-    assert len({i.dedup_key for i in out}) == 2
-    assert [i.evidence["run_ids"] for i in out] == [["r1"], ["r2"]]
+    assert [i.event_action for i in out] == ["trigger"]  # r2 joined the open incident: no page
+    assert out[0].evidence["run_ids"] == ["r1"]
+    resolved = eng.advance_to(T0 + 2 + 3600 + 60)
+    assert [i.event_action for i in resolved] == ["resolve"]
+    assert resolved[0].dedup_key == out[0].dedup_key
+    assert resolved[0].evidence["offending_runs"] == 2 and resolved[0].evidence["run_ids"] == ["r1", "r2"]
+
+
+def test_a_twenty_minute_wrong_entity_incident_is_one_incident_that_escalates():
+    """12 runs on one route refund other customers' orders over 20 minutes: one incident (it was
+    12, one per run), whose severity rises at 5 offending runs; updates keep its id."""
+    eng = engine()
+    events = []
+    for k in range(12):
+        events.append(ev(10 * k, f"run-{k}", call("send_email", user_id=f"x{k}"),
+                         subject={"user_id": [f"u{k}"]}, ts=T0 + 100 * k))
+    out = run_all(eng, events)
+    assert [i.event_action for i in out] == ["trigger", "trigger"]
+    assert [i.severity for i in out] == ["SEV-2", "SEV-1"]  # escalated at the 5th run
+    assert len({i.dedup_key for i in out}) == 1 and len({i.incident_id for i in out}) == 1
+    assert out[1].evidence["offending_runs"] == 5
 
 
 def test_earlier_results_widen_scope_but_out_of_scope_reads_do_not():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, MutableMapping, Optional
 
 from semwatch.engine.detector import Context, Detector, SegmentState, StateAccess
+from semwatch.engine.problems import ProblemTracker
 from semwatch.engine.changes import ChangeTracker, ScopeHistory
 from semwatch.engine.state import PlainState, segment_key, state_type
 from semwatch.contract import Incident, RunEvent
@@ -51,6 +52,11 @@ class EngineOptions:
     tick_s: float = 5.0
     sweep_s: float = 600.0
     change_lookback_s: float = 6 * 3600.0
+    # Problems (semwatch/engine/problems.py): related triggers this close in time share a group_key;
+    # a resolve is held this long and cancelled by a re-trigger of the same incident (a bare engine
+    # resolves at once; the config file's default holds resolves 10 min).
+    correlation_window_s: float = 900.0
+    resolve_cooldown_s: float = 0.0
 
 
 class Engine(StateAccess):
@@ -78,7 +84,9 @@ class Engine(StateAccess):
         self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw,
                                      self._delete, max((d.params.max_segments for d in self.detectors),
                                                        default=20000))
-        self._ctx = Context(self, self.changes, self._out.append)
+        self.problems = ProblemTracker(self.options.correlation_window_s, self.options.resolve_cooldown_s,
+                                      self._get_raw, self._put_raw)
+        self._ctx = Context(self, self.changes, self._admit)
         self.rebuild_indexes()
 
     # -- state bookkeeping ---------------------------------------------------------------------
@@ -105,6 +113,7 @@ class Engine(StateAccess):
             elif isinstance(st, ScopeHistory):
                 scopes.append((st.last_seen, key))
         self.changes.reset_index(key for _, key in sorted(scopes))
+        self.problems.reset_index(self.data.items())
         for _, name, key, active in sorted(entries):
             self._lru[name][key] = None
             if active:
@@ -205,11 +214,16 @@ class Engine(StateAccess):
             clock.max_ts = ts
             self._put_raw(ENGINE_KEY, clock)
         self._tick(clock, force=True)
+        if self.problems.waiting:
+            self.problems.release(clock.max_ts, self._out.append)
         return self._drain()
 
     @property
     def watermark(self) -> float:
         return self.clock.max_ts - self.options.allowed_lateness_s
+
+    def _admit(self, incident: Incident) -> None:
+        self.problems.admit(incident, self._out.append)
 
     def _drain(self) -> list[Incident]:
         out = list(self._out)
@@ -238,6 +252,8 @@ class Engine(StateAccess):
         if event.ts > clock.max_ts:
             clock.max_ts = event.ts
             self._tick(clock)
+        if self.problems.waiting:
+            self.problems.release(clock.max_ts, self._out.append)
         self._ctx.late = False
 
     def _detector_failed(self, detector: Detector, where: str, event: Optional[RunEvent]) -> None:

@@ -27,6 +27,12 @@ A trigger that matches no window is a false alarm, with two exceptions that coun
   provider error burst) that a detector may or may not report. Optional windows are not counted as
   windows: missing one costs nothing.
 
+Pages. An on-call engineer is woken once per *problem*: triggers sharing a ``group_key`` are one
+page (a record without one is its own page, once per opening of its ``dedup_key``). A page matches a
+labelled window when any of its triggers meets rules 2 and 3, whatever its kind. The report gives
+the pages, the pages per labelled incident (over the windows paged), the false pages (matching no
+window, not even an optional one) and the time from a window's start to its first page.
+
 A trigger may match several windows (an app-wide trigger while two routes misbehave): each of them
 counts as detected. Later triggers matching an already detected window are neither hits nor false
 alarms (duplicates; they still count as matched for precision).
@@ -145,6 +151,7 @@ class Trigger:
     segment: dict
     at: float
     summary: str = ""
+    page: str = ""  # the page it belongs to: its group_key, else its dedup_key's opening
 
 
 @dataclass
@@ -180,6 +187,7 @@ class EvaluationReport:
     false_alarms: list[dict] = field(default_factory=list)
     related: list[dict] = field(default_factory=list)
     strict_kinds: bool = False
+    pages: dict = field(default_factory=dict)
 
     def row(self, detector: str, kind: Optional[str] = None) -> Row:
         """The row of one detector (``kind`` to pick one of several), of one kind
@@ -206,6 +214,7 @@ class EvaluationReport:
             "windows": self.windows,
             "false_alarms": self.false_alarms,
             "related": self.related,
+            "pages": self.pages,
         }
 
     def table(self) -> str:
@@ -229,14 +238,51 @@ def _windows(labels: Iterable[Any]) -> list[Window]:
 
 def _triggers(incidents: Iterable[Any]) -> list[Trigger]:
     out = []
+    opened: dict[str, str] = {}  # dedup_key -> its page while open (records without a group_key)
     for i, inc in enumerate(incidents):
         d = inc.to_dict() if hasattr(inc, "to_dict") else inc
+        key = str(d.get("dedup_key") or f"#{i}")
         if d.get("event_action") != "trigger":
+            opened.pop(key, None)
             continue
+        page = d.get("group_key") or opened.setdefault(key, f"{key}@{i}")
         out.append(Trigger(i, str(d["detector"]), str(d["kind"]), dict(d.get("segment") or {}),
-                           parse_ts(d["detected_at"]), str(d.get("summary", ""))))
+                           parse_ts(d["detected_at"]), str(d.get("summary", "")), str(page)))
     out.sort(key=lambda t: (t.at, t.index))
     return out
+
+
+def page_summary(triggers: list[Trigger], windows: list[Window], days: Optional[float],
+                 slack_before_s: float, slack_after_s: float) -> dict[str, Any]:
+    """Pages (problems paged) and how they line up with the labelled incidents."""
+    first_at: dict[str, float] = {}
+    for t in triggers:
+        first_at.setdefault(t.page, t.at)
+    paged_windows: dict[int, set[str]] = {}
+    matched_pages: set[str] = set()
+    for t in triggers:
+        for w in windows:
+            if w.start - slack_before_s <= t.at <= w.end + slack_after_s \
+                    and segments_consistent(w.segment, t.segment):
+                matched_pages.add(t.page)
+                if not w.optional:
+                    paged_windows.setdefault(w.index, set()).add(t.page)
+    required = [w for w in windows if not w.optional]
+    per_window = [len(paged_windows[w.index]) for w in required if w.index in paged_windows]
+    ttfp = [min(first_at[p] for p in paged_windows[w.index]) - w.start
+            for w in required if w.index in paged_windows]
+    false_pages = len(set(first_at) - matched_pages)
+    return {
+        "pages": len(first_at),
+        "incidents": len(required),
+        "incidents_paged": len(per_window),
+        "pages_per_incident": (sum(per_window) / len(per_window)) if per_window else None,
+        "max_pages_per_incident": max(per_window, default=0),
+        "false_pages": false_pages,
+        "false_pages_per_day": (false_pages / days) if days else None,
+        "time_to_first_page_median_s": percentile(ttfp, 50),
+        "time_to_first_page_max_s": max(ttfp) if ttfp else None,
+    }
 
 
 def _all_times(incidents: Iterable[Any]) -> list[float]:
@@ -332,8 +378,9 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
                                                "segment": w.segment, "optional": w.optional}
                                               for w in related[t.index]]}
                     for t in triggers if not matches[t.index] and related[t.index]]
+    pages = page_summary(triggers, windows, days, slack_before_s, slack_after_s)
     return EvaluationReport(rows, days, days_from, slack_before_s, slack_after_s, a_fp,
-                            window_details, false_alarms, related_list, strict_kinds)
+                            window_details, false_alarms, related_list, strict_kinds, pages)
 
 
 def _row(detector: str, kind: str, scope: str, triggers: list[Trigger], windows: list[Window],
@@ -435,6 +482,14 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
     out.append("")
     related = ("another kind's window counts as a false alarm (--strict-kinds)" if report.strict_kinds
                else "related: on another kind's window or an optional one (not a false alarm)")
+    pg = report.pages
+    if pg:
+        per = "-" if pg["pages_per_incident"] is None else f"{pg['pages_per_incident']:.2f}"
+        out.append(f"pages: {pg['pages']} problems paged; {per} per labelled incident (max "
+                   f"{pg['max_pages_per_incident']}) over {pg['incidents_paged']} of {pg['incidents']} "
+                   f"incidents; {pg['false_pages']} false; first page after "
+                   f"{fmt_duration(pg['time_to_first_page_median_s'])} (median), "
+                   f"{fmt_duration(pg['time_to_first_page_max_s'])} (max)")
     out.append(f"days: {days} ({report.days_from}); match: kind, consistent segment, detected_at in "
                f"[start - {report.slack_before_s:g} s, end + {report.slack_after_s:g} s]; "
                f"{related}; NAB A_fp={report.a_fp:g}")

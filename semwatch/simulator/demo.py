@@ -108,6 +108,7 @@ def run(args) -> int:
     broker: Optional[EmbeddedBroker] = None
     worker: Optional[_Child] = None
     counts = {"trigger": 0, "resolve": 0}
+    view = ProblemView(colour)
     deadline = time.monotonic() + args.duration
     try:
         broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
@@ -140,7 +141,7 @@ def run(args) -> int:
             daemon=True)
         producer.start()
         print("semwatch demo: incidents as they are emitted (Ctrl-C to stop):\n")
-        _follow_incidents(settings, deadline, stop, lambda inc: _show(inc, counts, colour), worker)
+        _follow_incidents(settings, deadline, stop, lambda inc: _show(inc, counts, view), worker)
     except KeyboardInterrupt:
         print("\nsemwatch demo: interrupted")
     finally:
@@ -150,7 +151,10 @@ def run(args) -> int:
             worker.stop()
         if broker is not None:
             broker.stop()
-        print(f"semwatch demo: stopped; {counts['trigger']} triggers, {counts['resolve']} resolves")
+        print(f"semwatch demo: stopped; {counts['trigger']} triggers, {counts['resolve']} resolves, "
+              f"{len(view.problems)} problem(s) paged:")
+        for line in view.summary():
+            print(line)
     return 0
 
 
@@ -174,9 +178,57 @@ def _print_progress(port: int) -> None:
           f"{values.get('semwatch_events_late_total', 0):,.0f} late")
 
 
-def _show(inc: dict, counts: dict, colour: bool) -> None:
+class ProblemView:
+    """The incident stream as an on-call engineer should see it: one block per problem (the
+    incidents sharing a group_key), its members listed under it as they join and resolve.
+
+    >>> view = ProblemView(colour=False)
+    >>> seg = {"app": "a", "route": "r"}
+    >>> lines = view.show({"event_action": "trigger", "severity": "SEV-2", "kind": "token_spike",
+    ...     "detector": "loop", "summary": "a loop", "segment": seg, "group_key": "p/1", "dedup_key": "loop/1"})
+    >>> lines += view.show({"event_action": "trigger", "severity": "SEV-3", "kind": "cost_spike",
+    ...     "detector": "cost", "summary": "pricier", "segment": seg, "group_key": "p/1", "dedup_key": "cost/1"})
+    >>> [line.split("  ")[0] for line in lines if not line.startswith(" ")]
+    ['PROBLEM 1 TRIGGER']
+    >>> view.problems["p/1"]["members"]
+    {'loop/1': 'open', 'cost/1': 'open'}
+    """
+
+    def __init__(self, colour: bool):
+        self.colour = colour
+        self.problems: dict[str, dict] = {}
+
+    def show(self, inc: dict) -> list[str]:
+        key = inc.get("group_key") or inc.get("dedup_key", "?")
+        action = inc.get("event_action")
+        problem = self.problems.get(key)
+        lines: list[str] = []
+        if problem is None:
+            problem = self.problems[key] = {"number": len(self.problems) + 1, "members": {},
+                                            "severity": inc.get("severity", ""), "segment": inc.get("segment", {})}
+            lines.append(f"PROBLEM {problem['number']} " + _format_incident(inc, self.colour))
+        else:
+            mark = "+" if action == "trigger" and inc.get("dedup_key") not in problem["members"] else " "
+            lines.append(f"   {mark} problem {problem['number']}: " + _format_incident(inc, self.colour))
+        problem["members"][inc.get("dedup_key", "?")] = "open" if action == "trigger" else "resolved"
+        if action == "resolve" and all(v == "resolved" for v in problem["members"].values()):
+            lines.append(f"   problem {problem['number']} resolved ({len(problem['members'])} incident(s))")
+        return lines
+
+    def summary(self) -> list[str]:
+        out = []
+        for key, problem in self.problems.items():
+            state = "open" if any(v == "open" for v in problem["members"].values()) else "resolved"
+            seg = "/".join(v for v in problem["segment"].values() if v)
+            out.append(f"  problem {problem['number']} ({state}) {seg}: "
+                       + ", ".join(k.split("/")[0] for k in problem["members"]))
+        return out
+
+
+def _show(inc: dict, counts: dict, view: ProblemView) -> None:
     counts[inc.get("event_action", "trigger")] = counts.get(inc.get("event_action", "trigger"), 0) + 1
-    print(_format_incident(inc, colour), flush=True)
+    for line in view.show(inc):
+        print(line, flush=True)
 
 
 def _follow_incidents(settings, deadline: float, stop: threading.Event, on_incident, worker) -> None:
