@@ -66,6 +66,7 @@ class RunState(SegmentState):
     offenses: int = 0
 
 
+@state_type("wrong_entity_incident")
 @dataclass(slots=True)
 class WrongEntityIncident(SegmentState):
     """The open incident of one segment: every offending run of it, bounded."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from semwatch.contract import Incident, parse_ts
-from semwatch.engine.state import PlainState
+from semwatch.engine.state import PlainState, state_type
 
 BOOK_PREFIX = "__problems__|"
 MAX_PROBLEMS = 1000  # per app: open problems plus those still inside the correlation window
@@ -56,6 +56,7 @@ def related(a: dict[str, str], b: dict[str, str]) -> bool:
     return bool(a.get("route")) and a.get("route") == b.get("route")
 
 
+@state_type("problem_book")
 @dataclass(slots=True)
 class ProblemBook(PlainState):
     # [group_key, opened_at, closed_at (inf while open), [[dedup_key, segment, open?], ...]]
