@@ -12,8 +12,8 @@ import pytest
 from detectors.complaint_cluster import ComplaintCluster, ComplaintClusterParams, polarity, themes
 from semwatch.config import load_config
 from semwatch.contract import RunEvent, parse_ts
-from semwatch.engine.core import Engine, EngineOptions
 from semwatch.engine.detector import DetectorEnv
+from tests.support import replay_one
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_767_600_000.0
@@ -73,13 +73,7 @@ def answers(start: float, seconds: float, per_s: float, seed: int, *, route: str
 
 
 def run(events: list[dict], **params) -> list:
-    p = ComplaintClusterParams.model_validate({"name": "complaints", "type": "complaint_cluster", **params})
-    engine = Engine([ComplaintCluster(p, DetectorEnv())], EngineOptions())
-    out = []
-    for e in sorted(events, key=lambda e: e["ts"]):
-        out.extend(engine.process(RunEvent.model_validate(e)))
-    out.extend(engine.advance_to(max(e["ts"] for e in events) + 7200))
-    return out
+    return replay_one(ComplaintCluster, {"name": "complaints", **params}, events)
 
 
 @pytest.mark.parametrize("params", [{"among": "feedback"},

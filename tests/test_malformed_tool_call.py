@@ -13,11 +13,11 @@ import yaml
 from detectors.malformed_tool_call import MalformedToolCall, MalformedToolCallParams, call_problem
 from semwatch.config import ConfigError, load_config
 from semwatch.contract import RunEvent, ToolCall, parse_ts
-from semwatch.engine.core import Engine, EngineOptions
 from semwatch.engine.detector import DetectorEnv
 from semwatch.engine.tools import ToolMap
 from semwatch.ingest.otlp import spans_to_events
 from semwatch.ingest.validation import validate_record
+from tests.support import replay_one
 from tests.test_otel import chat as chat_span
 from tests.test_otel import export_of, tool
 
@@ -138,14 +138,7 @@ def traffic(start: float, seconds: float, per_s: float, seed: int, broken: float
 
 
 def run(events: list[dict], tools: ToolMap = TOOLS, **params) -> list:
-    p = MalformedToolCallParams.model_validate({"name": "malformed-tool-calls", "type": "malformed_tool_call",
-                                                **params})
-    engine = Engine([MalformedToolCall(p, DetectorEnv(tools=tools))], EngineOptions())
-    out = []
-    for e in sorted(events, key=lambda e: e["ts"]):
-        out.extend(engine.process(RunEvent.model_validate(e)))
-    out.extend(engine.advance_to(max(e["ts"] for e in events) + 7200))
-    return out
+    return replay_one(MalformedToolCall, {"name": "malformed-tool-calls", **params}, events, DetectorEnv(tools=tools))
 
 
 def test_a_model_switch_that_breaks_a_fifth_of_the_calls_is_found_fast_and_explained():
