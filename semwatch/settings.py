@@ -24,6 +24,8 @@ class Topics(BaseModel):
     incidents: str = "semwatch.incidents"
     dlq: str = "semwatch.runs.dlq"
     otlp: str = "semwatch.otlp.spans"
+    # On-call feedback: false-alarm marks (semwatch mark-false-alarm), counted by the workers.
+    feedback: str = "semwatch.feedback"
 
 
 class KafkaSecurity(BaseModel):

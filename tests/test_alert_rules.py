@@ -46,13 +46,18 @@ METRICS: dict[str, set[str]] = {
     "semwatch_processing_seconds": set(),
     "semwatch_segments_active": {"detector"},
     "semwatch_detector_errors_total": {"detector"},
+    "semwatch_detection_delay_seconds": {"kind", "severity"},
+    "semwatch_incident_open_seconds": {"kind", "severity"},
+    "semwatch_false_alarms_total": {"detector"},
+    "semwatch_feedback_invalid_total": set(),
     # pager agent
     "semwatch_pages_total": {"target", "event_action", "outcome"},
     "semwatch_page_attempts_total": {"target"},
     "semwatch_page_delivery_seconds": set(),
     "semwatch_pager_last_success_timestamp_seconds": {"target"},
 }
-HISTOGRAMS = {"semwatch_processing_seconds", "semwatch_page_delivery_seconds"}
+HISTOGRAMS = {"semwatch_processing_seconds", "semwatch_page_delivery_seconds", "semwatch_detection_delay_seconds",
+              "semwatch_incident_open_seconds"}
 SCRAPE_LABELS = {"job", "instance"}
 JOBS = {"semwatch-worker", "semwatch-pager"}
 
@@ -304,6 +309,8 @@ def test_dashboard_shape():
         "semwatch_incidents_open", "semwatch_consumer_lag_records",
         "semwatch_last_event_timestamp_seconds", "semwatch_processing_seconds_bucket",
         "semwatch_segments_active", "semwatch_pages_total",
+        "semwatch_detection_delay_seconds_bucket", "semwatch_incident_open_seconds_bucket",
+        "semwatch_false_alarms_total",
     ):
         assert metric in exprs, f"no panel shows {metric}"
     assert "time() - max by (instance) (semwatch_last_event_timestamp_seconds" in exprs
