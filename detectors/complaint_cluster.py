@@ -33,6 +33,7 @@ cannot cancel order (6)".
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -45,6 +46,8 @@ from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
 ANSWERED = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "completed"})
 _ESCALATION_KEYS = ("escalated", "escalation", "escalated_to_human", "handoff")
 _TEXT_KEYS = ("comment", "text", "complaint")
+# What redaction put in ("[email]", "[secret]") says nothing about the complaint.
+_REDACTED = re.compile(r"\[(?:email|phone|secret|number)\]")
 # Function words only: scikit-learn's English list also drops "amount", "bill", "cannot", "call",
 # "find", "show" ... which are what complaints are about.
 STOP_WORDS = frozenset("""a about above after again against all am an and any are as at be because been before
@@ -133,6 +136,7 @@ def themes(window: list[str], background: list[str], max_themes: int, min_size: 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(stop_words=sorted(STOP_WORDS), ngram_range=(1, 3), min_df=2, sublinear_tf=True,
+                          preprocessor=lambda text: _REDACTED.sub(" ", text.lower()),
                           token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", max_features=5000)
     try:
         vec.fit(window + background)

@@ -220,8 +220,10 @@ def _containment(tracker: ChangeTracker, segment: dict[str, str], window_start: 
     scope = {"app": app} if route == "*" else {"app": app, "route": route}
     where = "/".join(scope.values())
     lead = window_start - first_seen
+    # A change after the window start (the first anomalous evidence may precede it): say how long
+    # before the detection it came.
     when = (f"changed {duration(lead)} before the spike" if lead >= 0
-            else f"changed {duration(-lead)} after the first anomalous evidence")
+            else f"changed {duration(detected_at - first_seen)} before detection")
     return Containment(field=f, current=new, rollback_to=old, scope=scope, changed_at=format_ts(first_seen),
                        lead_s=round(lead, 3), rank_score=round(score, 4) if math.isfinite(score) else 0.0,
                        alternatives=len(ranked) - 1,

@@ -14,7 +14,8 @@ Scripted incidents, about one of each per simulated day (none in the first 3 hou
                          until it is rolled back; in the research agent's daytime (09-20 UTC), when
                          it answers often enough to show it. segment = {app, route}.
 
-Background, whatever ``incidents`` says: 0.3 % of order-agent tool calls broken the same ways, a
+Background, whatever ``incidents`` says: 0.3 % of order-agent tool calls broken the same ways (never
+the searches whose results widen a run's scope; the tool answers with an error), a
 comment on 60 % of thumbs-down (everyday grumbles), and a groundedness score on 85 % of the
 research agent's answers (each route its own normal range).
 
@@ -55,6 +56,7 @@ GRUMBLES: list[str] = _TEXTS["grumbles"]
 THEMES: dict[str, list[str]] = _TEXTS["themes"]
 BACKGROUND_MALFORMED = 0.003
 _READS = ("get_order", "search_orders", "get_user")
+_SCOPE_READS = ("search_orders", "get_user")
 _GROUNDING = {"web-research": (0.86, 0.06), "deep-research": (0.90, 0.05)}  # usual mean, sd
 
 
@@ -83,7 +85,7 @@ def _place(rng: RandomStream, routes: Routes, schedule: Schedule, busy: list, ki
     if kind == COMPLAINTS:
         data["share"] = rng.uniform_between(0.06, 0.12)
     fallback = None
-    for attempt in range(40):
+    for _attempt in range(40):
         t0 = lo + rng.uniform() * (span - duration)
         route = routes.pick(rng, rng.pick(apps))
         a, b = t0 - _CLEAR_S, t0 + duration + _CLEAR_S
@@ -184,7 +186,10 @@ class Annotator:
         if ev["app"] == "order-agent" and "tool_calls" in ev:
             share = state.symptoms.get("malformed", BACKGROUND_MALFORMED)
             for call in ev["tool_calls"]:
-                if rng.uniform() < share:
+                # Never the reads whose results widen what a run may act on (the run goes on as
+                # planned, as if the tool had answered): the wrong-entity detectors would rightly
+                # flag the later action.
+                if rng.uniform() < share and call["name"] not in _SCOPE_READS:
                     self._break(call)
         answered = "response_text" in ev and "error_type" not in ev
         feedback = ev.get("feedback")
@@ -207,8 +212,9 @@ class Annotator:
             ev.setdefault("metrics", {})["groundedness"] = round(score, 3)
 
     def _break(self, call: dict) -> None:
-        """Truncated JSON text, an empty id, or (in a read) a placeholder id."""
+        """Truncated JSON text, an empty id, or (in a read) a placeholder id; the tool refuses it."""
         rng = self.rng
+        call["result"] = {"error": "invalid arguments"}
         args = call["arguments"]
         ids = [k for k in args if k.endswith("_id")]
         x = rng.uniform()
