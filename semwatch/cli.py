@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("semwatch.offline.evaluate", "incidents vs labelled windows: precision, recall, time to detect"),
     "tune": ("semwatch.offline.tune", "threshold sweep under a false-alarm budget"),
     "page": ("sinks.pager.agent", "incidents topic -> Alertmanager / PagerDuty"),
+    "mark-false-alarm": ("sinks.feedback", "mark an incident as a false alarm (feedback topic, tune --feedback)"),
     "check-config": ("semwatch.check_config", "validate the config directory and exit"),
 }
 

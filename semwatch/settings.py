@@ -28,6 +28,8 @@ class Topics(BaseModel):
     pager_delivered: str = "semwatch.pager.delivered"
     dlq: str = "semwatch.runs.dlq"
     otlp: str = "semwatch.otlp.spans"
+    # On-call feedback: false-alarm marks (semwatch mark-false-alarm), counted by the workers.
+    feedback: str = "semwatch.feedback"
 
 
 class KafkaSecurity(BaseModel):

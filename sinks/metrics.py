@@ -2,6 +2,12 @@
 rules in config/prometheus/ and the Grafana dashboard depend on them).
 
 Only bounded labels: detector, kind, severity, reason, event_action. Never run, user or entity ids.
+
+Response KPIs: ``semwatch_detection_delay_seconds{kind,severity}`` (trigger ``detected_at -
+window_start``), ``semwatch_incident_open_seconds{kind,severity}`` (resolve - trigger, for triggers
+this worker process emitted: a resolve after a restart or rebalance has no start here and is not
+observed), ``semwatch_false_alarms_total{detector}`` (on-call marks read from the feedback topic;
+a detector name that is not configured counts as ``other``).
 """
 
 from __future__ import annotations
@@ -12,10 +18,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 disable_created_metrics()  # the *_created series only add noise to dashboards
 
-from semwatch.contract import Incident
+from semwatch.contract import Incident, parse_ts
 from sinks.base import IncidentSink
 
 DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized")
+# Response KPIs, in seconds of event time: from the first anomalous evidence to the trigger
+# (detection delay) and from the trigger to the resolve (time open).
+DETECTION_DELAY_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+OPEN_TIME_BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+#: Label value for a false-alarm mark naming no configured detector (the label stays bounded).
+OTHER = "other"
 
 
 class WorkerMetrics:
@@ -65,6 +77,19 @@ class WorkerMetrics:
                                    "Run events made from OTLP GenAI spans.", registry=r)
         self.otlp_spans_rejected = Counter("semwatch_otlp_spans_rejected",
                                            "OTLP spans that could not become run events.", registry=r)
+        self.detection_delay = Histogram(
+            "semwatch_detection_delay_seconds",
+            "Event time from an incident's first anomalous evidence (window_start) to its trigger.",
+            ["kind", "severity"], buckets=DETECTION_DELAY_BUCKETS, registry=r)
+        self.open_time = Histogram(
+            "semwatch_incident_open_seconds",
+            "Event time from an incident's trigger to its resolve (triggers this worker emitted).",
+            ["kind", "severity"], buckets=OPEN_TIME_BUCKETS, registry=r)
+        self.false_alarms = Counter(
+            "semwatch_false_alarms", "Incidents an on-call marked as false alarms (semwatch.feedback topic).",
+            ["detector"], registry=r)
+        self.feedback_invalid = Counter(
+            "semwatch_feedback_invalid", "Records on the feedback topic that were not valid marks.", registry=r)
         self.state_records_refused = Counter(
             "semwatch_state_records_refused",
             "State changelog records the state codec refused (forged or damaged); their keys start "
@@ -93,13 +118,30 @@ class WorkerMetrics:
                     self.problems_open.dec()
         labels = (inc.kind, inc.severity, inc.detector)
         if inc.event_action == "trigger":
+            detected = parse_ts(inc.detected_at)
+            self.detection_delay.labels(inc.kind, inc.severity).observe(
+                max(0.0, detected - parse_ts(inc.window_start)))
             if inc.dedup_key not in self._open:
-                self._open[inc.dedup_key] = labels
+                self._open[inc.dedup_key] = (*labels, detected)
                 self.incidents_open.labels(*labels).inc()
         else:
-            labels = self._open.pop(inc.dedup_key, None)
-            if labels is not None:
-                self.incidents_open.labels(*labels).dec()
+            opened = self._open.pop(inc.dedup_key, None)
+            if opened is not None:
+                kind, severity, detector, detected = opened
+                self.incidents_open.labels(kind, severity, detector).dec()
+                # Labelled like its trigger (a resolve may carry another severity).
+                self.open_time.labels(kind, severity).observe(max(0.0, parse_ts(inc.detected_at) - detected))
+
+    def false_alarm(self, detector: str) -> None:
+        """One on-call mark; the label is the detector when it is configured, else ``other``."""
+        self.false_alarms.labels(detector if detector in self.detectors else OTHER).inc()
+
+    def declare_detectors(self, names) -> None:
+        """The configured detector and rule names: exported with zero false alarms, so that the
+        false-alarm rate is 0 (not absent) for a detector nobody has marked."""
+        self.detectors = frozenset(names)
+        for name in self.detectors:
+            self.false_alarms.labels(name)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve /metrics; port 0 picks a free one. Returns the port."""
@@ -108,8 +150,9 @@ class WorkerMetrics:
 
 
 class MetricsSink(IncidentSink):
-    """Counts incidents and keeps the open-incident gauge (``semwatch_incidents_total`` and
-    ``semwatch_incidents_open``)."""
+    """Counts incidents, keeps the open-incident gauge and the response-time histograms
+    (``semwatch_incidents_total``, ``semwatch_incidents_open``, ``semwatch_detection_delay_seconds``,
+    ``semwatch_incident_open_seconds``)."""
 
     def __init__(self, metrics: WorkerMetrics):
         self.metrics = metrics

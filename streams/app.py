@@ -9,6 +9,8 @@ default). That repartition puts every segment of one app in one partition, so it
 lives in exactly one worker. The events of one batch that share a key and an input partition travel
 packed in one record (:mod:`streams.hop`): Faust's cost is per record.
 
+``feedback`` counts the on-call's false-alarm marks (``semwatch.feedback``) per detector.
+
 ``detect`` reads the keyed topic in batches, runs one :class:`semwatch.engine.Engine` per partition
 and sends incidents to ``semwatch.incidents`` keyed by ``dedup_key``. Engine state lives in a Faust
 table (in memory, rebuilt from its changelog topic on start or on rebalance); after each batch only
@@ -28,8 +30,10 @@ from collections.abc import MutableMapping
 from typing import Any, Iterator, Optional
 
 import faust
+from pydantic import ValidationError
 
 from semwatch.config import SemwatchConfig
+from semwatch.contract.feedback import FalseAlarmMark
 from streams import hop
 from semwatch.engine.core import Engine
 from semwatch.contract import Incident, RunEvent
@@ -161,6 +165,9 @@ class SemwatchApp:
         if settings.otlp_enabled:
             self.otlp_topic = app.topic(settings.topics.otlp, partitions=settings.partitions, **raw)
             app.agent(self.otlp_topic, name="otlp")(self._otlp)
+        self.feedback_topic = app.topic(settings.topics.feedback, partitions=settings.partitions, **raw)
+        app.agent(self.feedback_topic, name="feedback")(self._feedback)
+        self.metrics.declare_detectors(p.name for p in config.detector_params)
         app.timer(5.0, name="gauges")(self._update_gauges)
         app.timer(max(0.1, settings.reorder_idle_s / 4), name="release")(self._release_idle)
         app.task(self._announce_ready)
@@ -255,6 +262,29 @@ class SemwatchApp:
                 await self.runs_topic.send(key=str(event["run_id"]).encode(),
                                            value=json.dumps(event, separators=(",", ":")).encode())
             self.metrics.otlp_events.inc(len(events))
+
+    # -- on-call feedback -----------------------------------------------------------------------
+    async def _feedback(self, stream) -> None:
+        """False-alarm marks (``semwatch mark-false-alarm``) -> ``semwatch_false_alarms_total``.
+
+        Each worker counts the marks of its partitions of the feedback topic; Prometheus sums them
+        (the rate against triggers is a recording rule, config/prometheus/semwatch-rules.yml)."""
+        async for ev in stream.events():
+            mark = self.read_mark(ev.message.value)
+            if mark is None:
+                self.metrics.feedback_invalid.inc()
+                log.warning("ignored a record on %s that is not a false-alarm mark", self.settings.topics.feedback)
+                continue
+            self.metrics.false_alarm(mark.detector)
+            log.info("false alarm marked: %s (%s)%s", mark.dedup_key, mark.detector,
+                     f": {mark.reason[:120]}" if mark.reason else "")
+
+    @staticmethod
+    def read_mark(value: Optional[bytes]) -> Optional[FalseAlarmMark]:
+        try:
+            return FalseAlarmMark.model_validate_json(value or b"")
+        except (ValidationError, ValueError):
+            return None
 
     # -- detect --------------------------------------------------------------------------------
     def engine_for(self, partition: int) -> Engine:

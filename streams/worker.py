@@ -58,7 +58,7 @@ def ensure_topics(settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers().split(","),
                              client_id=f"{settings.app_id}-admin", **settings.kafka_python_kwargs())
     try:
-        names = [settings.topics.runs, settings.topics.incidents, settings.topics.dlq,
+        names = [settings.topics.runs, settings.topics.incidents, settings.topics.dlq, settings.topics.feedback,
                  f"{settings.app_id}.runs.keyed", f"{settings.app_id}-state-changelog"]
         if settings.otlp_enabled:
             names.append(settings.topics.otlp)

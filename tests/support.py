@@ -296,3 +296,20 @@ def consume(bootstrap: str, topic: str, *, until=None, timeout: float = 60.0,
     finally:
         consumer.close()
     return records
+
+
+def replay_one(detector_cls, params: dict, events: list[dict], env=None, tail_s: float = 7200.0) -> list:
+    """Event dicts (any order) through an engine holding one detector; event time then moves
+    ``tail_s`` past the last event so that open incidents can resolve."""
+    from semwatch.contract import RunEvent
+    from semwatch.engine.core import Engine, EngineOptions
+    from semwatch.engine.detector import DetectorEnv
+
+    p = detector_cls.Params.model_validate({"name": params.get("name", "under-test"),
+                                            "type": detector_cls.type_name, **params})
+    engine = Engine([detector_cls(p, env or DetectorEnv())], EngineOptions())
+    out = []
+    for e in sorted(events, key=lambda e: e["ts"]):
+        out.extend(engine.process(RunEvent.model_validate(e)))
+    out.extend(engine.advance_to(max(e["ts"] for e in events) + tail_s))
+    return out

@@ -307,6 +307,8 @@ def test_dashboard_shape():
         "semwatch_incidents_open", "semwatch_consumer_lag_records",
         "semwatch_last_event_timestamp_seconds", "semwatch_processing_seconds_bucket",
         "semwatch_segments_active", "semwatch_pages_total",
+        "semwatch_detection_delay_seconds_bucket", "semwatch_incident_open_seconds_bucket",
+        "semwatch_false_alarms_total",
     ):
         assert metric in exprs, f"no panel shows {metric}"
     assert "time() - max by (instance) (semwatch_last_event_timestamp_seconds" in exprs

@@ -14,7 +14,9 @@ from semwatch.simulator.generate import PRICES, add_arguments, generate, parse_d
 
 START = parse_time("2026-01-05T00:00:00Z")  # a Monday
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-KINDS = {"false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike"}
+OLD_KINDS = {"false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike"}
+RUNBOOK_KINDS = {"malformed_tool_call", "complaint_cluster", "grounding_drop"}
+KINDS = OLD_KINDS | RUNBOOK_KINDS
 SIDE_EFFECT_TOOLS = {"refund_order", "cancel_order", "update_address", "send_email"}
 
 
@@ -64,8 +66,9 @@ def validate_event(ev: dict) -> list[str]:
         if not isinstance(tcs, list) or not tcs:
             p.append("tool_calls not a non-empty list")
         for tc in tcs or []:
+            # arguments: an object, or (a malformed call) JSON text that does not parse to one
             if not (isinstance(tc, dict) and isinstance(tc.get("name"), str) and isinstance(tc.get("call_id"), str)
-                    and isinstance(tc.get("arguments"), dict)):
+                    and isinstance(tc.get("arguments"), (dict, str))):
                 p.append(f"tool call {tc!r}")
             elif "side_effect" in tc and not isinstance(tc["side_effect"], bool):
                 p.append("side_effect not bool")
@@ -203,6 +206,8 @@ def test_one_label_per_kind_per_day():
             assert _ts(l["start"]) >= START + 3 * 3600
             assert l["start"] <= l["end"] and _ts(l["end"]) <= START + 86400
             assert l["segment"]["app"] and l["segment"]["route"]
+        assert _ts(next(l for l in labels if l["kind"] == "malformed_tool_call")["end"]) - _ts(
+            next(l for l in labels if l["kind"] == "malformed_tool_call")["start"]) <= 60 * 60 + 1
         fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
         assert set(fr["segment"]) == {"app", "route", "model", "prompt_version"}
         assert 30 * 60 - 1 <= _ts(fr["end"]) - _ts(fr["start"]) <= 90 * 60 + 1
@@ -273,8 +278,9 @@ def _side_effect_violations(run_events):
     for ev in run_events:
         known.update(ev.get("subject", {}).get("order_id", []))
         for tc in ev.get("tool_calls", []):
-            oid = tc["arguments"].get("order_id")
-            if tc["name"] in SIDE_EFFECT_TOOLS and oid is not None and oid not in known:
+            # a malformed call (JSON text, an empty id) names no order
+            oid = tc["arguments"].get("order_id") if isinstance(tc["arguments"], dict) else None
+            if tc["name"] in SIDE_EFFECT_TOOLS and oid and oid not in known:
                 bad.append((ev, tc))
         for tc in ev.get("tool_calls", []):
             known.update(re.findall(r"#W\d+", json.dumps(tc.get("result", {}))))
@@ -342,7 +348,7 @@ def test_benign_churn_exists(incident_run):
             versions[(e["app"], e["route"])].add(e["prompt_version"])
     assert any(len(v) > 1 for v in versions.values()), "benign prompt rollouts"
     _, labels_day = generate(seed=11, start=START, duration_s=86400, rate=3.0)
-    assert len(labels_day) == 4  # churn is not labelled
+    assert len(labels_day) == 7  # churn is not labelled
 
 
 def test_no_incidents_has_no_spike():
@@ -356,3 +362,74 @@ def test_no_incidents_has_no_spike():
     assert labels == []
     rate = sum(e["refusal"] for e in chat) / len(chat)
     assert rate < 0.05
+
+
+# ------------------------------------------------------------------ the runbook symptoms
+
+#: sha256 (first 16 hex digits) of the labels of 2 days at 3 ev/s from 2026-01-05, before the runbook
+#: incidents were added: adding them changed none of the existing incidents or labels.
+OLD_LABELS = {1: "a969d9f0959f4671", 2: "1d5e58f2375705bd", 3: "9646e8b47c855fcf"}
+
+
+@pytest.mark.parametrize("seed", sorted(OLD_LABELS))
+def test_the_runbook_incidents_leave_every_existing_label_as_it_was(seed):
+    import hashlib
+
+    _, labels = generate(seed=seed, start=START, duration_s=2 * 86400, rate=3.0)
+    old = [l for l in labels if l["kind"] not in RUNBOOK_KINDS]
+    assert hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16] == OLD_LABELS[seed]
+    assert Counter(l["kind"] for l in labels if l["kind"] in RUNBOOK_KINDS) == {k: 2 for k in RUNBOOK_KINDS}
+
+
+@pytest.fixture(scope="module")
+def runbook_day():
+    events, labels = generate(seed=1, start=START, duration_s=86400, rate=1.5)
+    return list(events), labels
+
+
+def _broken(call) -> bool:
+    args = call["arguments"]
+    return isinstance(args, str) or any(v == "" or (isinstance(v, str) and v[:1] in "<{") or v == "string"
+                                        for v in args.values())
+
+
+def test_malformed_tool_calls_after_a_model_switch(runbook_day):
+    events, labels = runbook_day
+    lab = next(l for l in labels if l["kind"] == "malformed_tool_call")
+    route = {k: lab["segment"][k] for k in ("app", "route")}
+    inside = [c for e in events if _in_segment(e, lab["segment"]) and lab["start"] <= e["ts"] <= lab["end"]
+              for c in e.get("tool_calls", [])]
+    outside = [c for e in events if e["app"] == "order-agent" and not (lab["start"] <= e["ts"] <= lab["end"])
+               for c in e.get("tool_calls", [])]
+    assert len(inside) > 50
+    assert sum(map(_broken, inside)) / len(inside) > 0.1
+    assert 0 < sum(map(_broken, outside)) / len(outside) < 0.01  # background: occasional broken calls
+    models = {e["model"] for e in events if _in_segment(e, route) and e["ts"] < lab["start"]}
+    assert lab["segment"]["model"] not in models  # a switch to a model the route did not use
+
+
+def test_complaint_burst_on_one_route_about_one_theme(runbook_day):
+    events, labels = runbook_day
+    lab = next(l for l in labels if l["kind"] == "complaint_cluster")
+    theme = lab["note"].split("'")[1]
+    inside = [e for e in events if _in_segment(e, lab["segment"]) and lab["start"] <= e["ts"] <= lab["end"]
+              and "response_text" in e]
+    complaints = [e["feedback"]["comment"] for e in inside if e.get("feedback", {}).get("comment")]
+    on_theme = [c for c in complaints if all(w in c.lower() for w in theme.split()[:1])]
+    assert len(on_theme) >= 5 and len(on_theme) > len(complaints) / 2
+    background = [e for e in events if e.get("feedback", {}).get("thumbs_down") and e["ts"] < lab["start"]]
+    assert background and sum("comment" in e["feedback"] for e in background) / len(background) > 0.4
+
+
+def test_grounding_scores_drop_after_a_retrieval_change(runbook_day):
+    events, labels = runbook_day
+    lab = next(l for l in labels if l["kind"] == "grounding_drop")
+    scores = [(e["ts"], e["metrics"]["groundedness"]) for e in events
+              if _in_segment(e, lab["segment"]) and "groundedness" in e.get("metrics", {})]
+    inside = [s for t, s in scores if lab["start"] <= t <= lab["end"]]
+    before = [s for t, s in scores if t < lab["start"]]
+    assert len(inside) >= 10 and len(before) > 50
+    assert sum(before) / len(before) - sum(inside) / len(inside) > 0.15
+    versions = {e["prompt_version"] for e in events if _in_segment(e, lab["segment"])
+                and lab["start"] <= e["ts"] <= lab["end"] and e.get("metrics", {}).get("groundedness")}
+    assert any(f"v{v}" in lab["note"] for v in [x[1:] for x in versions])

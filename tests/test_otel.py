@@ -158,7 +158,8 @@ EXPECTED_EVENTS = [
             {
                 "name": "cancel_order",
                 "call_id": "call_F1",
-                "arguments": {},
+                # Truncated JSON: kept as text, a malformed call for the contract and the detector.
+                "arguments": '{"order_id": "#W2002", "reason": ',
                 "result": {"text": "error: missing required argument 'reason'"},
                 "side_effect": True,
                 "error_type": "ValueError",
@@ -185,10 +186,6 @@ EXPECTED_REJECTED = [
     (
         "b1c2d3e4f5061728394a5b6c7d8e9f00:8192a3b4c5d6e7f8",
         "chat span 'chat' has no gen_ai.request.model or gen_ai.response.model",
-    ),
-    (
-        f"{TOOLARGS_TRACE}:5e6f708192a3b4c5",
-        "execute_tool 'cancel_order': gen_ai.tool.call.arguments is not valid JSON; kept the call with arguments={}",
     ),
     (
         "c0ffee00c0ffee00c0ffee00c0ffee00:92a3b4c5d6e7f809",
@@ -236,7 +233,9 @@ def check_event(event: dict) -> None:
     for call in event.get("tool_calls", []):
         assert isinstance(call["name"], str) and call["name"]
         assert isinstance(call["call_id"], str) and call["call_id"]
-        assert isinstance(call["arguments"], dict)
+        assert isinstance(call["arguments"], (dict, str))
+        if isinstance(call["arguments"], str):
+            assert len(call["arguments"].encode()) <= 1024
         if "side_effect" in call:
             assert isinstance(call["side_effect"], bool)
         if "result" in call:
@@ -311,7 +310,7 @@ def test_app_attribute_is_configurable(export):
     events, rejected = spans_to_events(export, app_attribute="deployment.environment.name")
     assert {e["app"] for e in events} == {"prod"}
     # order-service has no such attribute, but its tool span was rejected anyway
-    assert len(rejected) == 3
+    assert len(rejected) == 2
 
 
 # --------------------------------------------------------------------------- decode_export

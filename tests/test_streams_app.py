@@ -11,8 +11,6 @@ from pydantic import ValidationError
 
 from streams import hop
 from semwatch.config import load_config
-from semwatch.simulator.generate import generate
-from semwatch.contract import RunEvent
 from semwatch.settings import Settings
 from streams import state_codec
 from streams.app import PartitionState, SemwatchApp

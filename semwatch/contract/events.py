@@ -7,11 +7,12 @@ should be greater than or equal to 0``.
 
 from __future__ import annotations
 
+import json
 import math
 import types
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from semwatch.contract.times import parse_ts
 
@@ -20,14 +21,88 @@ _ID = Field(min_length=1, max_length=256)
 _LABEL = Field(default=None, max_length=256)
 
 
+#: How much of an unusable ``arguments`` text a call keeps (for the evidence, redacted there).
+MAX_RAW_ARGUMENTS = 1024
+
+
 class ToolCall(BaseModel):
+    """One tool call. ``arguments`` may arrive as an object or as JSON text (OpenTelemetry carries
+    ``gen_ai.tool.call.arguments`` as a string): text that parses to an object is used as the object;
+    anything else leaves ``arguments`` empty, keeps the text in ``arguments_raw`` (at most
+    :data:`MAX_RAW_ARGUMENTS` characters) and says why in ``arguments_error``. Such a call is a
+    malformed call to count, never a reason to refuse the event.
+
+    >>> call = ToolCall(name="cancel_order", arguments='{"order_id": "#W1", "reason": ')
+    >>> (call.arguments, call.arguments_error, call.arguments_raw[:12])
+    ({}, 'not valid JSON (Expecting value at char 30)', '{"order_id":')
+    >>> ToolCall(name="get_order", arguments='{"order_id": "#W1"}').arguments
+    {'order_id': '#W1'}
+    """
+
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=256)
     call_id: Optional[str] = Field(default=None, max_length=256)
     arguments: dict[str, Any] = Field(default_factory=dict)
+    # Set only when the producer's arguments were unusable: why, and the text as it came (bounded).
+    arguments_error: Optional[str] = Field(default=None, max_length=256)
+    arguments_raw: Optional[str] = Field(default=None, max_length=MAX_RAW_ARGUMENTS)
     side_effect: Optional[bool] = None
     result: Any = None
+    # The tool failed (``error.type`` of an OTel execute_tool span).
+    error_type: Optional[str] = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arguments_as_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("arguments", {}), dict):
+            return data
+        raw = data["arguments"]
+        data = dict(data)
+        if raw is None:
+            data["arguments"], data["arguments_error"], data["arguments_raw"] = {}, "arguments is null", "null"
+            return data
+        parsed, error = raw, None
+        if isinstance(raw, str):
+            text = raw
+            try:
+                # NaN/Infinity are not JSON: read as null, as the OTLP adapter does.
+                parsed = json.loads(raw, parse_constant=lambda _: None)
+            except json.JSONDecodeError as exc:
+                error = f"not valid JSON ({exc.msg} at char {exc.pos})"
+            except (ValueError, RecursionError):
+                error = "not usable JSON"
+        else:
+            try:
+                text = json.dumps(raw, default=str)
+            except (TypeError, ValueError, RecursionError):
+                text = str(raw)
+        if error is None and isinstance(parsed, dict):
+            data["arguments"] = parsed
+            return data
+        if error is None:
+            error = f"a JSON {_json_kind(parsed)}, not an object"
+        data["arguments"] = {}
+        data["arguments_error"] = error[:256]
+        data["arguments_raw"] = text[:MAX_RAW_ARGUMENTS]
+        return data
+
+    @property
+    def malformed_json(self) -> bool:
+        """The producer's arguments were not a JSON object."""
+        return self.arguments_error is not None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "null" if value is None else type(value).__name__
 
 
 class RunEvent(BaseModel):

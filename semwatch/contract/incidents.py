@@ -12,7 +12,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BUILTIN_KINDS = ("false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike", "threshold")
+BUILTIN_KINDS = ("false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike", "threshold",
+                 "malformed_tool_call", "complaint_cluster", "grounding_drop")
 #: A kind is a short snake_case word: it becomes a Prometheus label value and an Alertmanager label.
 KIND_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 Severity = Literal["SEV-1", "SEV-2", "SEV-3"]
@@ -26,6 +27,30 @@ class SuspectedChange(BaseModel):
     first_seen: str
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+class Containment(BaseModel):
+    """What to roll back: the suspected change that best explains the incident (by timing and scope).
+
+    ``summary`` reads like "roll back prompt_version v8 -> v7 on support-bot/billing (changed 3 min
+    before the spike)"; ``current`` is the value the change brought, ``rollback_to`` the one it
+    replaced, ``scope`` where the change was seen (``{app, route}`` or ``{app}``), ``lead_s`` how long
+    before the incident window it came (negative: just after its start), ``rank_score`` how well it
+    explains the incident (0..1), ``alternatives`` how many other suspected changes were ranked below.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["roll_back"] = "roll_back"
+    field: str
+    current: Optional[str] = None
+    rollback_to: Optional[str] = None
+    scope: dict[str, str] = Field(default_factory=dict)
+    changed_at: str
+    lead_s: float
+    rank_score: float
+    alternatives: int = 0
+    summary: str
 
 
 class Incident(BaseModel):
@@ -50,6 +75,8 @@ class Incident(BaseModel):
     detected_at: str
     evidence: dict[str, Any] = Field(default_factory=dict)
     suspected_changes: list[SuspectedChange] = Field(default_factory=list)
+    # The rollback target among suspected_changes (triggers only; null when nothing changed).
+    containment: Optional[Containment] = None
     runbook_url: Optional[str] = None
     # The problem this incident belongs to: incidents of overlapping scope and time share one
     # group_key (set by the engine), and pagers page once per problem. None: a problem of its own.

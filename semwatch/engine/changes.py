@@ -2,7 +2,8 @@
 
 A new value of a tracked field in a scope is a change ``{field, from, to, first_seen}``. An incident
 in a segment lists the changes of its scope seen within ``lookback_s`` before the incident window
-(and up to its detection), newest first — the first thing a paged human asks.
+(and up to its detection), newest first — the first thing a paged human asks. :meth:`ChangeTracker.containment`
+then picks the one to roll back (see :func:`rank_change`).
 
 State is plain data (dicts of small lists), kept in the engine's store under ``__changes__`` keys so
 it survives restarts like any detector state.
@@ -10,12 +11,14 @@ it survives restarts like any detector state.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
+from semwatch.contract import Containment, RunEvent, SuspectedChange, format_ts
+from semwatch.engine.formatting import duration
 from semwatch.engine.state import PlainState, key_part, state_type
-from semwatch.contract import SuspectedChange, format_ts, RunEvent
 
 TRACKED = ("prompt_version", "model", "route", "provider")
 MAX_VALUES = 16  # per field and scope: a hostile stream cannot grow this without bound
@@ -121,6 +124,12 @@ class ChangeTracker:
             del seen[0]
         return True
 
+    def containment(self, segment: dict[str, str], window_start: float,
+                    detected_at: float) -> Optional[Containment]:
+        """The change to roll back for an incident: the best ranked by :func:`rank_change`, among
+        the changes :meth:`suspected` would list that nothing has superseded yet."""
+        return _containment(self, segment, window_start, detected_at)
+
     def suspected(self, segment: dict[str, str], before: float, now: float) -> list[SuspectedChange]:
         out: dict[tuple, SuspectedChange] = {}
         for key in self.scope_keys(segment):
@@ -136,3 +145,94 @@ class ChangeTracker:
                         out[ident] = SuspectedChange(field=f, from_=old, to=new,
                                                      first_seen=format_ts(first_seen))
         return sorted(out.values(), key=lambda c: c.first_seen, reverse=True)[:8]
+
+
+#: Containment ranking: a change this long before the window start keeps half its timing weight.
+TIMING_HALF_LIFE_S = 1800.0
+#: A change up to this long after the window start can still be the cause (the window starts at the
+#: first anomalous evidence, which may be an unlucky ordinary event just before the change).
+AFTER_START_SLACK_S = 300.0
+
+
+def rank_change(change: list, scope_key: str, segment: dict[str, str], window_start: float,
+                detected_at: float) -> float:
+    """How well one change explains an incident, 0..1: timing x scope x value.
+
+    * timing: 1 for a change at the window start, halving every ``TIMING_HALF_LIFE_S`` before it
+      (the change closest before the spike explains it best); a change up to
+      ``AFTER_START_SLACK_S`` after the start keeps 0.5, later ones (seen after the evidence began)
+      0.1;
+    * scope: a change seen on the incident's own route counts fully, an app-wide one 0.6;
+    * value: the change's new value is exactly the incident's segment value of that field
+      (``prompt_version: v8`` in both) 1, another value of a field the segment names 0.2 (the
+      incident is not on that value), a field the segment does not name 0.5.
+
+    >>> round(rank_change(["prompt_version", "v7", "v8", 900.0], "__changes__|a|r",
+    ...                   {"app": "a", "route": "r", "prompt_version": "v8"}, 1080.0, 1200.0), 3)
+    0.933
+    """
+    f, _old, new, first_seen = change
+    lead = window_start - first_seen
+    if lead >= 0:
+        timing = 0.5 ** (lead / TIMING_HALF_LIFE_S)
+    elif -lead <= AFTER_START_SLACK_S:
+        timing = 0.5
+    else:
+        timing = 0.1 if first_seen <= detected_at else 0.0
+    scope = 0.6 if scope_key.endswith("|*") else 1.0
+    if f in segment and segment[f]:
+        value = 1.0 if segment[f] == new else 0.2
+    else:
+        value = 0.5
+    return timing * scope * value
+
+
+#: A change's value unseen this long while another value of the field was seen: moved away from.
+SUPERSEDED_AFTER_S = 180.0
+
+
+def _superseded(hist: ScopeHistory, change: list) -> bool:
+    """The scope moved away from this change's value since (rolled back, or changed again): another
+    value of the field was seen well after it was last seen. Values a scope sees side by side (a
+    canary, two routes of an app) are both seen within a minute or two."""
+    f, _old, new, _first_seen = change
+    seen = {entry[0]: entry[2] for entry in hist.values.get(f, ())}
+    if new not in seen:
+        return True
+    others = [last for value, last in seen.items() if value != new]
+    return bool(others) and max(others) - seen[new] > SUPERSEDED_AFTER_S
+
+
+def _containment(tracker: ChangeTracker, segment: dict[str, str], window_start: float,
+                 detected_at: float) -> Optional[Containment]:
+    ranked: list[tuple[float, float, str, list]] = []
+    seen: set[tuple] = set()
+    for key in tracker.scope_keys(segment):
+        hist = tracker._get(key)
+        if hist is None:
+            continue
+        for change in hist.changes:
+            f, old, new, first_seen = change
+            if not (window_start - tracker.lookback_s <= first_seen <= detected_at):
+                continue
+            if (f, new, first_seen) in seen or _superseded(hist, change):
+                continue
+            seen.add((f, new, first_seen))
+            ranked.append((rank_change(change, key, segment, window_start, detected_at), first_seen, key, change))
+    ranked = [r for r in ranked if r[0] > 0.0]
+    if not ranked:
+        return None
+    ranked.sort(key=lambda r: (-r[0], -r[1], r[2]))
+    score, _, key, (f, old, new, first_seen) = ranked[0]
+    _, app, route = key.split("|", 2)
+    scope = {"app": app} if route == "*" else {"app": app, "route": route}
+    where = "/".join(scope.values())
+    lead = window_start - first_seen
+    # A change after the window start (the first anomalous evidence may precede it): say how long
+    # before the detection it came.
+    when = (f"changed {duration(lead)} before the spike" if lead >= 0
+            else f"changed {duration(detected_at - first_seen)} before detection")
+    return Containment(field=f, current=new, rollback_to=old, scope=scope, changed_at=format_ts(first_seen),
+                       lead_s=round(lead, 3), rank_score=round(score, 4) if math.isfinite(score) else 0.0,
+                       alternatives=len(ranked) - 1,
+                       summary=f"roll back {f} {new} -> {old} on {where} ({when})")

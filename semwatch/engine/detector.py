@@ -219,6 +219,8 @@ class Detector(ABC):
             evidence=evidence or {},
             suspected_changes=ctx.changes.suspected(segment, before=window_start, now=detected_at)
             if action == "trigger" else [],
+            containment=ctx.changes.containment(segment, window_start, detected_at)
+            if action == "trigger" else None,
             runbook_url=self.params.runbook_url or self.env.default_runbook_url(self.kind),
         )
 

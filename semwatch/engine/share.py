@@ -140,14 +140,26 @@ class ShareSpikeDetector(Detector):
         where = segment_text(st.segment)
         if action == "resolve":
             return f"resolved: {where}: {self.what} back to {rate:.1%} (baseline {p0:.1%})"
-        return (f"{where}: {rate:.0%} of events {self.what} over {duration(max(st.last_ts - st.onset, 0.0))} "
+        return (f"{where}: {rate:.0%} of {self.unit} {self.what} over {duration(max(st.last_ts - st.onset, 0.0))} "
                 f"({st.k} of {st.n}; baseline {p0:.1%})")
 
     what = "hit"  # "truncated or far longer than usual"
+    unit = "events"  # what one outcome counts, for summaries ("calls" for a per-call detector)
 
     def detail(self, event: RunEvent, st: ShareState) -> str:
         """A redacted, bounded detail of a hit for the evidence (e.g. which field was wrong)."""
         return ""
+
+    def outcomes(self, event: RunEvent, st: ShareState, ctx: Context) -> Optional[list[tuple[bool, str]]]:
+        """``(hit, detail)`` for every unit this event adds to the share (None or []: it adds none).
+
+        By default the event is one unit (:meth:`hit`, :meth:`detail`); a detector that counts
+        parts of an event (every tool call) returns one pair per part, each scored as one unit.
+        """
+        hit = self.hit(event, st, ctx)
+        if hit is None:
+            return None
+        return [(hit, self.detail(event, st) if hit and self.params.evidence_samples else "")]
 
     # -- the event path --------------------------------------------------------------------------
     @staticmethod
@@ -162,19 +174,25 @@ class ShareSpikeDetector(Detector):
         st = ctx.state(self, segment, self._new_state, event.ts)
         if st is None or ctx.late:
             return
-        hit = self.hit(event, st, ctx)
-        if hit is None:
+        units = self.outcomes(event, st, ctx)
+        if not units:
             return
+        self._decay(st, event.ts)
+        for hit, detail in units:
+            self._step(event, st, hit, detail, ctx)
+        st.active = st.lc.active
+        ctx.changed(self, st)
+
+    def _step(self, event: RunEvent, st: ShareState, hit: bool, detail: str, ctx: Context) -> None:
+        """Score one unit, then learn it (or hold it while evidence is up)."""
         p = self.params
         ts = event.ts
-        self._decay(st, ts)
         st.seen_n += 1.0
         st.last_ts = max(st.last_ts, ts)
         p0 = self.baseline(st)
         if st.base_n < p.min_baseline_n:  # a new segment first learns
             st.base_n += 1.0
             st.base_k += hit
-            ctx.changed(self, st)
             return
         h = share_threshold(st.seen_n * math.log(2) * _DAY / p.baseline_half_life_s,
                             p.false_alarm_days, p.alpha)
@@ -185,7 +203,7 @@ class ShareSpikeDetector(Detector):
                 if who not in st.runs:
                     st.runs.append(who)
             if p.evidence_samples:
-                st.samples.append([event.run_id, event.event_id, self.detail(event, st)])
+                st.samples.append([event.run_id, event.event_id, detail])
                 del st.samples[:-p.evidence_samples]
         if st.lc.status == "firing":
             st.recent.append(1 if hit else 0)
@@ -199,8 +217,6 @@ class ShareSpikeDetector(Detector):
             honest = onset_unbiased(st.k, st.n)
             if honest - p0 >= p.min_increase and honest >= p.min_ratio * p0:
                 self._trigger(st, ts, rate, p0, h, ctx)
-        st.active = st.lc.active
-        ctx.changed(self, st)
 
     def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
         st = state
@@ -256,11 +272,17 @@ class ShareSpikeDetector(Detector):
                 st.pend_k -= st.pend_k / (st.pend_n + 1)
 
     # -- incidents -----------------------------------------------------------------------------
+    def extra_evidence(self, st: ShareState) -> dict[str, Any]:
+        """What a subclass adds to every incident's evidence (e.g. counts by problem)."""
+        return {}
+
     def _evidence(self, st: ShareState) -> dict[str, Any]:
-        return {"run_ids": list(dict.fromkeys(s[0] for s in st.samples)),
-                "event_ids": [s[1] for s in st.samples],
-                "details": [s[2] for s in st.samples if s[2]],
-                "events_since_onset": st.n, "hits_since_onset": st.k}
+        ev = {"run_ids": list(dict.fromkeys(s[0] for s in st.samples)),
+              "event_ids": list(dict.fromkeys(s[1] for s in st.samples)),
+              "details": [s[2] for s in st.samples if s[2]],
+              f"{self.unit.replace(' ', '_')}_since_onset": st.n, "hits_since_onset": st.k}
+        ev.update(self.extra_evidence(st))
+        return ev
 
     def _trigger(self, st: ShareState, ts: float, rate: float, p0: float, h: float, ctx: Context) -> None:
         lc = st.lc

@@ -44,6 +44,7 @@ from typing import Any, Iterator, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from semwatch.contract import ToolCall
+from semwatch.engine.json_schema import check_schema
 
 SIDE_EFFECT_VERBS = ("refund", "cancel", "update", "delete", "transfer", "send", "book", "modify",
                      "create", "charge", "pay", "close", "reset", "grant", "revoke", "return",
@@ -106,6 +107,16 @@ class ToolSpec(BaseModel):
     # argument name (dotted for nested) -> entity type, e.g. {order_id: order_id, customer: user_id}
     entity_args: Optional[dict[str, str]] = None
     description: Optional[str] = None
+    # The JSON Schema of the tool's arguments, as given to the model (function definition
+    # ``parameters``); checked by the malformed_tool_call detector (semwatch/engine/json_schema.py).
+    parameters: Optional[dict[str, Any]] = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            check_schema(value)
+        return value
 
     @field_validator("entity_args")
     @classmethod
@@ -208,6 +219,18 @@ class ToolMap(BaseModel):
     def money_moving(self, call: ToolCall) -> bool:
         """Whether a (side-effecting) call moves money: config, else the name's verbs."""
         return self.info(call.name).money_moving
+
+    def parameters(self, name: str) -> Optional[dict[str, Any]]:
+        """The tool's configured argument schema, if any."""
+        spec = self.tools.get(name)
+        return spec.parameters if spec is not None else None
+
+    def is_entity_arg(self, tool: str, arg: str) -> bool:
+        """Whether a top-level argument of the tool names an entity (configured or ``*_id``)."""
+        info = self.info(tool)
+        if info.entity_args is not None:
+            return any(a == arg for a, _ in info.entity_args)
+        return self.defaults.infer_entity_args and self.inferred_type(arg) is not None
 
     # -- entity arguments ----------------------------------------------------------------------
     def entity_values(self, call: ToolCall) -> list[tuple[str, str, str]]:

@@ -53,7 +53,9 @@ Event fields
   * ``subject`` = every ``semwatch.subject.<type>`` attribute (string, number or array of them) of the
     resource, the ancestors and the span, merged into ``{type: [ids]}`` (ids as strings, de-duplicated,
     in order of first appearance).
-  * ``metrics`` = numeric span attributes ``semwatch.metric.<name>``.
+  * ``metrics`` = numeric span attributes ``semwatch.metric.<name>``, and the scores of
+    ``gen_ai.evaluation.result`` span events (``metrics.<evaluation name>``; labels in the extra field
+    ``evaluation_labels``), see :mod:`semwatch.ingest.otlp_evaluations`.
   * ``request_text`` = text parts of the last ``user`` message in ``gen_ai.input.messages`` (all text
     parts when there is no user message); ``response_text`` = text parts of
     ``gen_ai.output.messages``. Both only when content capture is on (span attribute, or attribute of
@@ -65,8 +67,9 @@ Tool calls
   * Each ``execute_tool`` span becomes ``{name, call_id, arguments, result?, side_effect?}``:
     ``name`` = ``gen_ai.tool.name`` (else the span name without ``execute_tool``), ``call_id`` =
     ``gen_ai.tool.call.id`` (else the tool span's id), ``arguments`` = ``gen_ai.tool.call.arguments``
-    parsed as a JSON object (``{}`` when absent, not an object, or not valid JSON - the latter is also
-    reported), ``result`` = ``gen_ai.tool.call.result`` parsed as JSON (an object is kept as is, any
+    parsed as a JSON object (``{}`` when absent); text that is not a JSON object (truncated JSON, an
+    array, a bare string) is passed on as text, at most 1024 bytes, for the run-event contract to
+    keep as a malformed call (``arguments_error``, ``arguments_raw``), ``result`` = ``gen_ai.tool.call.result`` parsed as JSON (an object is kept as is, any
     other JSON value becomes ``{"value": v}``, non-JSON text ``{"text": s[:4096 bytes]}``),
     ``side_effect`` = boolean ``semwatch.tool.side_effect`` when present, and ``error_type`` (extra
     field: ``error.type``, or ``"error"`` for status ERROR) when the tool span failed.
@@ -81,8 +84,7 @@ Rejections
   The second return value lists ``(span identifier, reason)`` pairs: model-call spans without a model,
   without an end time, without an app, with unusable ids, or with a label (model, route, ...) longer
   than 256 characters; tool spans that could not be attached, or whose name or call id is longer
-  than 256 characters; tool spans whose arguments were not valid JSON (the call is still kept, with
-  ``arguments = {}``); duplicate spans; malformed containers. Identifiers are ``"<traceId>:<spanId>"``, or the JSON path
+  than 256 characters; duplicate spans; malformed containers. Identifiers are ``"<traceId>:<spanId>"``, or the JSON path
   of the span when it has no usable ids. Nothing inside a well-formed export raises.
 
 Operational note
@@ -102,6 +104,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
+from semwatch.ingest.otlp_evaluations import evaluations, merge_into
 from semwatch.ingest.otlp_json import REQUEST_MODEL_KEY, RESPONSE_MODEL_KEY, Span, decode_export, json_type, read_spans, to_int
 
 __all__ = ["decode_export", "spans_to_events", "MAX_TEXT_BYTES"]
@@ -405,13 +408,14 @@ def _build_event(span: Span, lineage: list[Span], app_attribute: str) -> tuple[O
     optional["metrics"] = _metrics(a) or None
 
     event.update({k: v for k, v in optional.items() if v is not None})
+    merge_into(event, *evaluations(span.events))
     for name in _LABEL_FIELDS:
         if name in event and len(event[name]) > MAX_LABEL_CHARS:
             return None, f"{label} span {span.name[:80]!r}: {name} is longer than {MAX_LABEL_CHARS} characters", set()
     return event, "", _requested_call_ids(output)
 
 
-def _tool_call(span: Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
+def _tool_call(span: Span) -> dict[str, Any]:
     a = span.attrs
     name = _text(a.get("gen_ai.tool.name"))
     if name is None:
@@ -420,15 +424,15 @@ def _tool_call(span: Span, rejected: list[tuple[str, str]]) -> dict[str, Any]:
     call: dict[str, Any] = {"name": name, "call_id": _text(a.get("gen_ai.tool.call.id")) or span.span_id}
 
     raw_args = a.get("gen_ai.tool.call.arguments")
-    arguments: dict[str, Any] = {}
+    arguments: Any = {}
     if raw_args is not None:
         parsed, ok = _parse_json(raw_args)
         if ok and isinstance(parsed, dict):
             arguments = parsed
-        elif not ok:
-            rejected.append(
-                (span.key, f"execute_tool {name!r}: gen_ai.tool.call.arguments is not valid JSON; kept the call with arguments={{}}")
-            )
+        else:
+            # Truncated JSON, an array, a bare string: a malformed call the run event contract
+            # keeps (as text) and the malformed_tool_call detector counts; the span is not rejected.
+            arguments = _truncate(raw_args if isinstance(raw_args, str) else json.dumps(raw_args), 1024)
     call["arguments"] = arguments
 
     if "gen_ai.tool.call.result" in a and a["gen_ai.tool.call.result"] is not None:
@@ -480,6 +484,23 @@ def _attach(tool: Span, call_id: Optional[str], run_id: str, calls: list[_ModelC
         if chosen is not None:
             return chosen
     return None
+
+
+def _evaluations_of_runs(spans: list[Span], index: dict[str, Span],
+                         by_trace: dict[str, list[_ModelCall]]) -> None:
+    """Evaluation results on an ``invoke_agent`` span judge the run's answer: the model call below
+    that span that ended last (semwatch.ingest.otlp_evaluations)."""
+    for agent in spans:
+        if agent.op != "invoke_agent" or not agent.events:
+            continue
+        scores, labels = evaluations(agent.events)
+        if not scores and not labels:
+            continue
+        below = [c for c in by_trace.get(agent.trace_id, [])
+                 if any(node is agent for node in _ancestors(c.span, index))]
+        if below:
+            last = max(below, key=lambda c: (c.span.end or 0, c.span.order))
+            merge_into(last.event, scores, labels)
 
 
 def spans_to_events(
@@ -537,7 +558,7 @@ def spans_to_events(
     for t in sorted(tools, key=lambda x: (x.start or x.end or 0, x.order)):
         try:
             lineage = _ancestors(t, index)
-            call = _tool_call(t, rejected)
+            call = _tool_call(t)
             if max(len(call["name"]), len(call["call_id"])) > MAX_LABEL_CHARS:
                 rejected.append((t.key, f"execute_tool name or call id is longer than {MAX_LABEL_CHARS} characters"))
                 continue
@@ -559,6 +580,7 @@ def spans_to_events(
         except Exception as exc:  # never raise on odd input inside a well-formed export
             rejected.append((t.key, f"unreadable tool span: {type(exc).__name__}: {exc}"))
 
+    _evaluations_of_runs(spans, index, by_trace)
     events: list[tuple[int, str, dict]] = []
     for calls in by_trace.values():
         for c in calls:

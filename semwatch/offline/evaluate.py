@@ -152,6 +152,24 @@ class Trigger:
     at: float
     summary: str = ""
     page: str = ""  # the page it belongs to: its group_key, else its dedup_key's opening
+    dedup_key: str = ""
+
+
+#: A false-alarm mark as evaluate takes it: (dedup_key, detected_at or None for every trigger of the key).
+Mark = tuple[str, Optional[float]]
+#: A replayed trigger matches a mark's detected_at within this long (another setting of the same
+#: detector may confirm the same problem a little earlier or later).
+MARK_TOLERANCE_S = 600.0
+
+
+def is_marked(t: Trigger, marks: Iterable[Mark], tolerance_s: float = MARK_TOLERANCE_S) -> bool:
+    """Whether an on-call marked this trigger as a false alarm (same dedup_key, close in time).
+
+    >>> t = Trigger(0, "d", "k", {}, 1000.0, dedup_key="d/1")
+    >>> is_marked(t, [("d/1", 1300.0)]), is_marked(t, [("d/1", None)]), is_marked(t, [("d/2", None)])
+    (True, True, False)
+    """
+    return any(key == t.dedup_key and (at is None or abs(at - t.at) <= tolerance_s) for key, at in marks)
 
 
 @dataclass
@@ -247,7 +265,8 @@ def _triggers(incidents: Iterable[Any]) -> list[Trigger]:
             continue
         page = d.get("group_key") or opened.setdefault(key, f"{key}@{i}")
         out.append(Trigger(i, str(d["detector"]), str(d["kind"]), dict(d.get("segment") or {}),
-                           parse_ts(d["detected_at"]), str(d.get("summary", "")), str(page)))
+                           parse_ts(d["detected_at"]), str(d.get("summary", "")), str(page),
+                           str(d.get("dedup_key") or "")))
     out.sort(key=lambda t: (t.at, t.index))
     return out
 
@@ -302,12 +321,13 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
              slack_after_s: float = DEFAULT_SLACK_AFTER_S,
              days: Optional[float] = None, start: Optional[float] = None, end: Optional[float] = None,
              a_fp: float = A_FP, days_from: Optional[str] = None,
-             strict_kinds: bool = False) -> EvaluationReport:
+             strict_kinds: bool = False, marks: Optional[list[Mark]] = None) -> EvaluationReport:
     """Match incident triggers (dicts or :class:`Incident`) to labelled windows (dicts).
 
     ``detectors`` (name -> kind) adds rows for detectors that raised nothing. The day count for
     false alarms per day is ``days``, else ``end - start``, else the span of labels and incidents
-    (``days_from`` describes it in the table footer).
+    (``days_from`` describes it in the table footer). ``marks`` are on-call false-alarm marks
+    (:func:`is_marked`): a marked trigger is a false alarm whatever window it would match.
     """
     windows = _windows(labels)
     triggers = _triggers(incidents)
@@ -331,6 +351,8 @@ def evaluate(incidents: list[Any], labels: list[Any], *,
         matches[t.index] = [w for w in near if w.kind == t.kind and not w.optional]
         related[t.index] = [w for w in near if w.kind == t.kind and w.optional] + (
             [] if strict_kinds else [w for w in near if w.kind != t.kind and not w.optional])
+        if marks and is_marked(t, marks):  # the on-call's verdict on this very page wins
+            matches[t.index], related[t.index] = [], []
     required = [w for w in windows if not w.optional]
 
     # Rows: detectors (given order first, then as seen), kinds, all.
@@ -530,6 +552,21 @@ def load_labels(path: str | Path) -> list[dict]:
             raise InputError(f"{path}: label {i}: {describe_validation_error(exc)} "
                              "(expected {\"kind\", \"start\", \"end\", \"segment\"})") from None
     return labels
+
+
+def load_feedback(path: str | Path) -> list[dict]:
+    """False-alarm marks (``semwatch mark-false-alarm --file``, or the feedback topic dumped as
+    JSON Lines), validated; a bad line fails with file:line."""
+    from semwatch.contract import describe_validation_error
+    from semwatch.contract.feedback import FalseAlarmMark
+
+    marks = read_jsonl(path)
+    for i, mark in enumerate(marks, 1):
+        try:
+            FalseAlarmMark.model_validate(mark)
+        except ValidationError as exc:
+            raise InputError(f"{path}: mark {i}: {describe_validation_error(exc)}") from None
+    return [FalseAlarmMark.model_validate(m).model_dump() for m in marks]
 
 
 def load_incidents(path: str | Path) -> list[dict]:

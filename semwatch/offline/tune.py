@@ -30,6 +30,12 @@ How it works
    for each labelled window a timeline of each detector's signal around it, recorded from the
    detector's state during one more replay with the chosen setting.
 
+On-call feedback (``--feedback marks.jsonl``, written by ``semwatch mark-false-alarm``): a trigger
+with a marked dedup key, within 10 minutes of the mark's ``detected_at`` (or of the replayed
+trigger with the mark's ``incident_id``; a mark with neither marks every trigger of that key) is a
+false alarm of its detector in the choice, whatever window it would match; without labels,
+``--pick-by-volume`` prefers the settings that raise the fewest marked triggers.
+
 Without labels, the report lists the alert volume per day of every candidate, so that a budget
 can be chosen; no config is written unless ``--pick-by-volume`` asks for the most sensitive setting
 (the most alerts per day) within ``--max-false-alarms-per-day``.
@@ -51,17 +57,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-
-from semwatch.engine.detector import REGISTRY, DetectorParams
 from semwatch.config import SemwatchConfig, load_config
-from semwatch.offline.evaluate import (
-    DEFAULT_SLACK_AFTER_S, DEFAULT_SLACK_BEFORE_S, A_FP, EvaluationReport, InputError, evaluate, load_labels, segments_consistent,
-)
 from semwatch.contract import RunEvent, is_optional, parse_ts
+from semwatch.engine.detector import REGISTRY, DetectorParams
+from semwatch.engine.tuning import ProbeUnavailable, SignalProbe, describe, space_of, unknown_params
+from semwatch.engine.tuning import candidates as space_candidates
+from semwatch.offline.evaluate import (
+    A_FP,
+    DEFAULT_SLACK_AFTER_S,
+    DEFAULT_SLACK_BEFORE_S,
+    EvaluationReport,
+    InputError,
+    Mark,
+    Trigger,
+    evaluate,
+    is_marked,
+    load_feedback,
+    load_labels,
+    segments_consistent,
+)
 from semwatch.offline.replay import read_events, replay_events
-from semwatch.engine.tuning import (ProbeUnavailable, SignalProbe, candidates as space_candidates, describe,
-                                    space_of, unknown_params)
-
 from semwatch.offline.tune_data import Candidate, DetectorSweep, TuneResult, nab_of
 from semwatch.offline.tune_report import summary_text, write_report
 from semwatch.offline.tuned_config import rewrite_semwatch_yaml, write_tuned_config  # noqa: F401 (tests)
@@ -106,7 +121,8 @@ def _slim(inc) -> dict:
     d = inc.to_dict()
     return {k: d.get(k) for k in ("event_action", "kind", "detector", "severity", "segment",
                                   "detected_at", "window_start", "window_end", "summary",
-                                  "observed", "baseline", "threshold", "score")}
+                                  "observed", "baseline", "threshold", "score", "dedup_key",
+                                  "incident_id")}
 
 
 def _run_sweep(params: DetectorParams) -> tuple[list[dict], float]:
@@ -254,9 +270,10 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
          spaces: Optional[Mapping] = None, pick_by_volume: bool = False,
          slack_before_s: float = DEFAULT_SLACK_BEFORE_S, slack_after_s: float = DEFAULT_SLACK_AFTER_S,
          a_fp: float = A_FP, timelines: bool = True, progress: bool = True,
-         rejected: int = 0, enriched: bool = False) -> TuneResult:
+         rejected: int = 0, enriched: bool = False, feedback: Optional[list[dict]] = None) -> TuneResult:
     """Sweep, evaluate and choose (see the module docstring). ``events`` are parsed events in
-    event-time order (:func:`load_events`); they are enriched (as a new list) unless ``enriched``."""
+    event-time order (:func:`load_events`); they are enriched (as a new list) unless ``enriched``.
+    ``feedback``: on-call false-alarm marks (:func:`semwatch.offline.evaluate.load_feedback`)."""
     global _EVENTS, _CONFIG
     if labels is not None and budget is None:
         raise ValueError("a false-alarm budget (max false alarms per day) is needed with labels")
@@ -316,22 +333,26 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
             c.incidents, c.seconds = incidents, secs
         seconds["sweep"] = time.perf_counter() - t1
 
+        marks = resolve_marks(feedback or [], sweeps)
+
         def score(incidents: list[dict], kinds: dict[str, str]) -> EvaluationReport:
             return evaluate(incidents, labels, detectors=kinds, days=days,
                             days_from="event span of the recording", slack_before_s=slack_before_s,
-                            slack_after_s=slack_after_s, a_fp=a_fp)
+                            slack_after_s=slack_after_s, a_fp=a_fp, marks=marks)
 
         for s in sweeps:
             for c in s.candidates:
                 c.triggers = sum(1 for i in c.incidents if i["event_action"] == "trigger")
                 c.alerts_per_day = c.triggers / days if days else None
+                c.marked = sum(1 for i in c.incidents if i["event_action"] == "trigger"
+                               and is_marked(_as_trigger(i), marks))
                 if labels is not None:
                     c.row = score(c.incidents, {s.name: s.kind}).row(s.name, s.kind)
             _choose(s, labels is not None, budget, pick_by_volume)
 
         result = TuneResult(sweeps, len(events), rejected, first, last, days, labels, budget,
                             slack_before_s, slack_after_s, a_fp, jobs, seconds,
-                            picked=labels is not None or pick_by_volume)
+                            picked=labels is not None or pick_by_volume, marks=len(marks))
         if labels is not None:
             kinds = {s.name: s.kind for s in sweeps}
             if wanted is not None:  # a subset: leave out windows that none of it can detect
@@ -347,6 +368,28 @@ def tune(events: list[RunEvent], config: SemwatchConfig, labels: Optional[list[d
         _EVENTS, _CONFIG = [], None
     seconds["total"] = time.perf_counter() - t0
     return result
+
+
+def _as_trigger(incident: dict) -> Trigger:
+    return Trigger(0, incident["detector"], incident["kind"], incident.get("segment") or {},
+                   parse_ts(incident["detected_at"]), dedup_key=incident.get("dedup_key") or "")
+
+
+def resolve_marks(feedback: list[dict], sweeps: list[DetectorSweep]) -> list[Mark]:
+    """(dedup_key, detected_at) of every mark: its own detected_at, else the time of the trigger
+    with its incident_id in a replay (replay reproduces the worker's incident ids), else None (every
+    trigger of that dedup key in the recording is a false alarm)."""
+    found: dict[str, float] = {}
+    for s in sweeps:
+        for c in s.candidates:
+            for i in c.incidents:
+                if i["event_action"] == "trigger" and i.get("incident_id"):
+                    found.setdefault(i["incident_id"], parse_ts(i["detected_at"]))
+    marks: list[Mark] = []
+    for m in feedback:
+        at = parse_ts(m["detected_at"]) if m.get("detected_at") else found.get(m.get("incident_id") or "")
+        marks.append((m["dedup_key"], at))
+    return marks
 
 
 def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_volume: bool) -> None:
@@ -389,9 +432,10 @@ def _choose(s: DetectorSweep, labelled: bool, budget: Optional[float], pick_by_v
             if not s.within_budget:
                 s.note = "NO SETTING MEETS THE BUDGET; " + s.note
         return
-    # Unlabelled, --pick-by-volume: the most sensitive setting (most alerts) within the budget.
+    # Unlabelled, --pick-by-volume: the most sensitive setting (most alerts) within the budget,
+    # among those raising the fewest alerts an on-call marked as false alarms (--feedback).
     if ok:
-        s.chosen = max(ok, key=lambda c: (c.fa_per_day, c.configured, -c.index))
+        s.chosen = max(ok, key=lambda c: (-c.marked, c.fa_per_day, c.configured, -c.index))
         s.within_budget = True
         s.note = (f"most alerts within the budget: {s.chosen.fa_per_day:.2f}/day "
                   f"({len(ok)} of {len(cands)} settings within it)")
@@ -443,6 +487,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--grace-s", type=float, default=DEFAULT_SLACK_AFTER_S,
                         help="match triggers this long after a window's end (default 900)")
     parser.add_argument("--a-fp", type=float, default=A_FP, help="NAB cost of a false alarm (default 0.11)")
+    parser.add_argument("--feedback", default=None, metavar="MARKS.jsonl",
+                        help="false alarms marked by on-call (semwatch mark-false-alarm): a marked "
+                             "trigger counts as a false alarm of its detector, whatever the labels say")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs and the timeline replays")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -453,9 +500,12 @@ def run(args) -> int:
     config_dir = args.config or str(load_settings().config_dir)
     config = load_config(config_dir)
     labels = None
+    feedback = None
     try:
         if args.labels:
             labels = load_labels(args.labels)
+        if args.feedback:
+            feedback = load_feedback(args.feedback)
     except (InputError, OSError) as exc:
         print(f"semwatch tune: {exc}", file=sys.stderr)
         return 2
@@ -485,7 +535,7 @@ def run(args) -> int:
                       detectors=detectors, pick_by_volume=args.pick_by_volume,
                       slack_before_s=args.slack_s, slack_after_s=args.grace_s, a_fp=args.a_fp,
                       timelines=not args.no_plots, progress=not args.no_progress,
-                      rejected=len(rejected))
+                      rejected=len(rejected), feedback=feedback)
     except ValueError as exc:
         print(f"semwatch tune: {exc}", file=sys.stderr)
         return 2

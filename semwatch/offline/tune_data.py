@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-
 from semwatch.engine.detector import DetectorParams
 from semwatch.offline.evaluate import (
-    EvaluationReport, Row,
+    EvaluationReport,
+    Row,
 )
+
 
 # -- data ------------------------------------------------------------------------------------------
 @dataclass
@@ -25,6 +26,7 @@ class Candidate:
     triggers: int = 0
     alerts_per_day: Optional[float] = None
     seconds: float = 0.0
+    marked: int = 0  # triggers an on-call marked as false alarms (--feedback)
 
     @property
     def fa_per_day(self) -> float:
@@ -67,6 +69,7 @@ class TuneResult:
     combined: Optional[EvaluationReport] = None  # chosen settings, union of their runs
     configured_combined: Optional[EvaluationReport] = None  # configured settings, same data
     picked: bool = False  # a tuned setting was picked (labels, or --pick-by-volume)
+    marks: int = 0  # on-call false-alarm marks taken into account (--feedback)
 
     @property
     def labelled(self) -> bool:

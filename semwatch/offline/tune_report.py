@@ -7,13 +7,14 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-
-from semwatch.offline.evaluate import (
-    fmt_duration, format_table, segments_consistent,
-)
 from semwatch.contract import format_ts, is_optional, parse_ts
-
+from semwatch.offline.evaluate import (
+    fmt_duration,
+    format_table,
+    segments_consistent,
+)
 from semwatch.offline.tune_data import Candidate, DetectorSweep, TuneResult, nab_of
+
 
 # -- report ------------------------------------------------------------------------------------------
 def _fmt(x: Optional[float], spec: str = ".2f") -> str:
@@ -234,8 +235,8 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
             L.append("### Configured settings on the same data, for comparison\n")
             L.append(format_table(result.configured_combined, markdown=True) + "\n")
     else:
-        L.append(f"Alert volume per day of every candidate (all alerts count: without labels none can "
-                 f"be told true or false).\n")
+        L.append("Alert volume per day of every candidate (all alerts count: without labels none can "
+                 "be told true or false).\n")
         L.append("| detector | type | setting | alerts | alerts/day | chosen |")
         L.append("|---|---|---|---:|---:|---|")
         for s in result.sweeps:
@@ -322,6 +323,11 @@ def write_report(result: TuneResult, path: Path, *, events_path: str = "", confi
 def summary_text(result: TuneResult) -> str:
     """What the terminal shows after a sweep."""
     out = []
+    if result.marks:
+        marked = {s.name: s.candidates[0].marked for s in result.sweeps if s.candidates[0].marked}
+        out.append(f"on-call feedback: {result.marks} false-alarm marks; the configured settings raise "
+                   f"{sum(marked.values())} of them ({', '.join(f'{k}: {v}' for k, v in marked.items()) or 'none'}); "
+                   "marked triggers count as false alarms")
     if result.labelled:
         w = max([len(s.name) for s in result.sweeps] + [8])
         out.append(f"{'detector':<{w}}  {'settings':>8}  {'recall':>6}  {'FA/day':>6}  {'NAB':>6}  chosen")
@@ -344,7 +350,8 @@ def summary_text(result: TuneResult) -> str:
             out.append(f"  {s.name} ({s.type})")
             for c in s.candidates:
                 mark = "  <- chosen" if c is s.chosen else ""
-                out.append(f"    {_fmt(c.alerts_per_day):>8}/day  {c.triggers:>5} alerts  {c.label}{mark}")
+                marked = f" ({c.marked} marked false)" if result.marks else ""
+                out.append(f"    {_fmt(c.alerts_per_day):>8}/day  {c.triggers:>5} alerts{marked}  {c.label}{mark}")
     for wmsg in result.warnings():
         out.append(f"WARNING: {wmsg}")
     return "\n".join(out)

@@ -39,6 +39,9 @@ per simulated day, each producing exactly one label:
 ``cost_spike``           a route is switched to a 10-30x more expensive model, then back.
                          segment = {app, route}; note names both models; start/end = the switches.
 
+``malformed_tool_call``, ``complaint_cluster`` and ``grounding_drop`` (one of each a day too): see
+``runbook.py``.
+
 Windows are the change times; requests already in flight at a switch complete (and are stamped) up
 to one request latency later on the configuration they started with.  Benign churn, provider
 rate-limit bursts and heavy-tailed but legitimate runs (up to ~34 agent steps, 25k-token code
@@ -58,6 +61,8 @@ Where things are
 ``population.py``      tenants' customers and their orders, fake PII
 ``routes.py``          routes, their scheduled changes and timelines of configuration states
 ``incidents.py``       scripted incidents and their runs;  ``churn.py`` benign changes, rate-limit bursts
+``runbook.py``         the runbook incidents (malformed tool calls, complaint bursts, grounding drops)
+                       and their background, written onto the events
 ``labels.py``          the labelled windows
 ``traffic.py``         load curves, arrivals and the merged event stream
 ``calls.py``           what every model call shares: event fields, errors, tokens, cost, latency

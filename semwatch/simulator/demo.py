@@ -92,6 +92,8 @@ def _format_incident(inc: dict, colour: bool) -> str:
         line += f"\n         segment: {seg}\n         event time {inc.get('detected_at')}  dedup_key {inc.get('dedup_key')}"
         for ch in inc.get("suspected_changes", [])[:3]:
             line += f"\n         changed: {ch['field']} {ch.get('from')} -> {ch.get('to')} at {ch['first_seen']}"
+        if inc.get("containment"):
+            line += f"\n         {c}contain: {inc['containment']['summary']}{r}"
     return line
 
 

@@ -62,3 +62,31 @@ def provider_burst(provider: str, start: float, end: float, share: float) -> dic
         "note": f"provider {provider} rate-limits about {share:.0%} more of its calls for "
                 f"{(end - start) / MINUTE:.0f} min",
     }
+
+
+def malformed_tool_call(route: Route, start: float, end: float, old_model: str, new_model: str,
+                        share: float) -> dict:
+    return {
+        "kind": "malformed_tool_call", "start": format_ts(start), "end": format_ts(end),
+        "segment": {"app": route.app, "route": route.name, "model": new_model},
+        "note": (f"route switched {old_model} -> {new_model}, which breaks about {share:.0%} of its tool calls "
+                 "(truncated JSON, empty or placeholder ids); switched back"),
+    }
+
+
+def complaint_cluster(route: Route, start: float, end: float, theme: str, share: float) -> dict:
+    return {
+        "kind": "complaint_cluster", "start": format_ts(start), "end": format_ts(end),
+        "segment": {"app": route.app, "route": route.name},
+        "note": f"users complain about '{theme}' on about {share:.0%} of answers",
+    }
+
+
+def grounding_drop(route: Route, start: float, end: float, bad_version: int, previous_version: int,
+                   drop: float) -> dict:
+    return {
+        "kind": "grounding_drop", "start": format_ts(start), "end": format_ts(end),
+        "segment": {"app": route.app, "route": route.name},
+        "note": (f"retrieval change shipped as prompt v{bad_version}: groundedness about {drop:.2f} lower; "
+                 f"rolled back to v{previous_version}"),
+    }

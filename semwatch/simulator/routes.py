@@ -38,7 +38,7 @@ class RouteState:
     """A route's configuration from one change to the next."""
 
     __slots__ = ("model", "provider", "prompt_version", "canary_version", "canary_share", "spike_version",
-                 "spike_refusal_rate")
+                 "spike_refusal_rate", "symptoms")
 
     def __init__(self, model: str, provider: str, prompt_version: int):
         self.model = model
@@ -48,11 +48,15 @@ class RouteState:
         self.canary_share = 0.0
         self.spike_version = 0  # the bad version of a false-refusal spike, 0: none
         self.spike_refusal_rate = 0.0  # how often that version refuses ordinary requests
+        # The runbook symptoms of an incident in progress (semwatch/simulator/runbook.py), by name:
+        # malformed tool-call share, complaint share and theme, grounding drop. Empty: none.
+        self.symptoms: dict = {}
 
     def copy(self) -> RouteState:
         s = RouteState(self.model, self.provider, self.prompt_version)
         s.canary_version, s.canary_share = self.canary_version, self.canary_share
         s.spike_version, s.spike_refusal_rate = self.spike_version, self.spike_refusal_rate
+        s.symptoms = dict(self.symptoms)
         return s
 
     def pick_version(self, rng: RandomStream) -> int:
@@ -102,6 +106,9 @@ REFUSAL_SPIKE = "refusal_spike"  # rate, end, extra_system_tokens
 REFUSAL_SPIKE_END = "refusal_spike_end"  # to: the version rolled back to
 COST_SPIKE = "cost_spike"  # end, pick: uniform choosing the expensive model
 COST_SPIKE_END = "cost_spike_end"  # model, provider
+#: Further change kinds, registered by other modules (runbook.py): kind -> handler(builder, t, data),
+#: which changes ``builder.state`` and says whether the change is recorded.
+EXTRA_CHANGES: dict[str, Callable[["_TimelineBuilder", float, dict], bool]] = {}
 
 
 def rollout(canary_share: float, canary_s: float, rollback_after_s: float | None,
@@ -157,6 +164,8 @@ class _TimelineBuilder:
             REFUSAL_SPIKE_END: self._refusal_spike_end, COST_SPIKE: self._cost_spike,
             COST_SPIKE_END: self._cost_spike_end,
         }
+        for kind, handler in EXTRA_CHANGES.items():
+            self._apply[kind] = lambda t, data, handler=handler: handler(self, t, data)
 
     def run(self) -> None:
         while self.pending:

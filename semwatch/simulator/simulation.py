@@ -11,6 +11,7 @@ from semwatch.simulator.churn import schedule_churn
 from semwatch.simulator.incidents import play_incident_runs, schedule_incidents
 from semwatch.simulator.population import Population
 from semwatch.simulator.routes import Routes, Schedule, build_timeline
+from semwatch.simulator.runbook import Annotator, schedule_runbook_incidents
 from semwatch.simulator.traffic import LoadCurve
 
 
@@ -35,6 +36,8 @@ class Simulation:
         world_seed, schedule_seed, churn_seed, incident_runs_seed, self._traffic_seed = seeds.spawn(5)
         keys = np.random.Generator(np.random.PCG64(seeds.spawn(1)[0])).integers(0, 2**63, size=4)
         self._id_keys = (int(keys[0]), int(keys[1]))  # run ids, event ids
+        # Spawned after the streams above, so that those stay what they were.
+        runbook_seed, self._annotation_seed = seeds.spawn(2)
 
         self.routes = Routes()
         self.population = Population(world_seed)
@@ -44,6 +47,8 @@ class Simulation:
         planned_runs = (schedule_incidents(schedule_seed, self.routes, schedule, self.start, self.duration)
                         if incidents else [])
         self.rate_limit_bursts = schedule_churn(churn_seed, self.routes, schedule, self.start, self.duration)
+        if incidents:  # after the churn: the runbook incidents find their place around everything else
+            schedule_runbook_incidents(runbook_seed, self.routes, schedule, self.start, self.duration, planned_runs)
         for route in self.routes.all:
             build_timeline(route, self.labels)
         self._incident_events = play_incident_runs(self, planned_runs, incident_runs_seed, self._id_keys,
@@ -52,4 +57,6 @@ class Simulation:
         self.labels.sort(key=lambda label: (label["start"], label["kind"], label["end"]))
 
     def events(self) -> Iterator[dict]:
-        return traffic.stream(self, self._traffic_seed, self._id_keys, self._incident_events)
+        scripted = {ev["event_id"] for _, ev in self._incident_events}
+        annotate = Annotator(self, self._annotation_seed, scripted)
+        return annotate(traffic.stream(self, self._traffic_seed, self._id_keys, self._incident_events))
