@@ -29,7 +29,7 @@ PACKAGES = ("semwatch", "streams", "detectors", "rules", "sinks")
 ALLOWED: dict[str, set[str]] = {
     "semwatch.contract": set(),
     "semwatch.engine": {"semwatch.contract"},
-    "semwatch.enrich": {"semwatch.contract"},
+    "semwatch.enrich": {"semwatch.contract", "semwatch.engine"},
     "semwatch.ingest": {"semwatch.contract"},
     "detectors": {"semwatch.contract", "semwatch.engine"},
     "rules": {"semwatch.contract", "semwatch.engine"},

@@ -703,3 +703,18 @@ def test_mutated_exports_never_raise(export):
         for event in events:
             validate(event)
         assert not any("unreadable" in reason for _, reason in rejected)
+
+
+def test_every_provider_refusal_signal_is_ground_truth():
+    """Anthropic's stop_reason "refusal", Gemini's SAFETY (any position of finish_reasons) and
+    OpenAI's message.refusal all set refusal: true; an ordinary stop sets nothing."""
+    refusal_part = json.dumps([{"role": "assistant", "parts": [{"type": "refusal", "content": "I can't help."}]}])
+    events, _ = spans_to_events(export_of(
+        chat("b000000000000001", 0, 1, gen_ai__response__finish_reasons="refusal"),
+        chat("b000000000000002", 0, 2, gen_ai__response__finish_reasons=["STOP", "SAFETY"]),
+        chat("b000000000000003", 0, 3, gen_ai__output__messages=refusal_part),
+        chat("b000000000000004", 0, 4, gen_ai__response__finish_reasons="stop"),
+    ))
+    ev = by_span(events)
+    assert [ev[f"b00000000000000{i}"].get("refusal") for i in (1, 2, 3, 4)] == [True, True, True, None]
+    assert ev["b000000000000003"]["response_text"] == "I can't help."

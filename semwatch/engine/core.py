@@ -87,6 +87,7 @@ class Engine(StateAccess):
         self.problems = ProblemTracker(self.options.correlation_window_s, self.options.resolve_cooldown_s,
                                       self._get_raw, self._put_raw)
         self._ctx = Context(self, self.changes, self._admit)
+        self._enrich_store = _RawStore(self._get_raw, self._put_raw)
         self.rebuild_indexes()
 
     # -- state bookkeeping ---------------------------------------------------------------------
@@ -236,7 +237,7 @@ class Engine(StateAccess):
         if self._ctx.shared:
             self._ctx.shared.clear()
         if self.enrich is not None:
-            event = self.enrich(event)
+            event = self.enrich(event, self._enrich_store)
         clock = self.clock
         late = event.ts < clock.max_ts - self.options.allowed_lateness_s
         if late:
@@ -320,3 +321,12 @@ class Engine(StateAccess):
 
     def segments_active(self) -> dict[str, int]:
         return {name: len(lru) for name, lru in self._lru.items()}
+
+
+class _RawStore:
+    """The engine's state mapping as the state store of enrichment steps (changelogged)."""
+
+    __slots__ = ("get", "put")
+
+    def __init__(self, get: Callable[[str], Any], put: Callable[[str, Any], None]):
+        self.get, self.put = get, put

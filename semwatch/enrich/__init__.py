@@ -26,6 +26,27 @@ class EnrichmentStep(Protocol):
     def fill(self, event: RunEvent) -> Optional[dict[str, Any]]: ...
 
 
+class StateStore(Protocol):
+    """Keyed state a stateful step keeps (the engine's state mapping: changelogged, replayed)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+
+class DictStore:
+    """A :class:`StateStore` over a plain dict (offline tools that enrich without an engine)."""
+
+    def __init__(self, data: Optional[dict] = None):
+        self.data = {} if data is None else data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+
 class Enrichment:
     """The configured steps, in order; counts what each filled (``filled[name]``)."""
 
@@ -33,9 +54,11 @@ class Enrichment:
         self.steps = list(steps)
         self.filled: dict[str, int] = {s.name: 0 for s in self.steps}
 
-    def __call__(self, event: RunEvent) -> RunEvent:
+    def __call__(self, event: RunEvent, store: Optional[StateStore] = None) -> RunEvent:
+        """The event with what the steps filled; ``store`` is the state of stateful steps (a step
+        that learns online from labelled events keeps its per-app state there)."""
         for step in self.steps:
-            fields = step.fill(event)
+            fields = step.fill(event, store) if getattr(step, "stateful", False) else step.fill(event)
             if fields:
                 self.filled[step.name] += 1
                 event = event.model_copy(update=fields)  # a later step sees what earlier ones filled

@@ -41,8 +41,10 @@ Event fields
     ``prompt_tokens``/``completion_tokens``) as ints; negative, non-integral or implausible
     (> 10^9) values are dropped.
   * ``finish_reason`` = first of ``gen_ai.response.finish_reasons`` (else the first output message's
-    ``finish_reason``); ``refusal`` = ``true`` when it is ``content_filter`` (never set to false:
-    semwatch classifies ``response_text`` itself).
+    ``finish_reason``); ``refusal`` = ``true`` when the provider says it declined
+    (:func:`provider_refused`: ``content_filter``, Anthropic's ``refusal``, Gemini's ``SAFETY`` and
+    other safety reasons, OpenAI's ``message.refusal``) (never set to false: semwatch classifies
+    ``response_text`` itself).
   * ``error_type`` = ``error.type``, else ``"error"`` when the span status is ERROR (code 2).
   * Context attributes are looked up on the span, then on its ancestors (nearest first), then on the
     span's resource, because frameworks put them on the agent span, not on each chat span:
@@ -259,12 +261,43 @@ def _messages(span: Span, key: str) -> list[dict]:
     return [m for m in parsed if isinstance(m, dict)] if isinstance(parsed, list) else []
 
 
+#: Finish reasons by which a provider says it declined (ground truth, not a guess): OpenAI's and
+#: Azure's content filter, Anthropic's ``stop_reason: "refusal"``, Gemini's safety reasons.
+REFUSAL_FINISH_REASONS = frozenset({
+    "content_filter", "refusal", "safety", "recitation", "blocklist", "prohibited_content", "spii",
+    "image_safety", "finish_reason_safety", "finish_reason_recitation", "finish_reason_blocklist",
+    "finish_reason_prohibited_content", "finish_reason_spii",
+})
+
+
+def provider_refused(finish: Optional[str], reasons: Any, output: list[dict]) -> bool:
+    """Whether the provider itself said the response declines: a refusal finish reason (any of
+    ``gen_ai.response.finish_reasons``), or an output message with a ``refusal`` part or field
+    (OpenAI's ``message.refusal``). Never says "not refused": absence of a signal proves nothing.
+
+    >>> provider_refused("SAFETY", None, []), provider_refused("stop", ["stop"], [])
+    (True, False)
+    >>> provider_refused("stop", None, [{"role": "assistant", "parts": [{"type": "refusal", "content": "no"}]}])
+    True
+    """
+    names = [finish] + (reasons if isinstance(reasons, list) else [reasons])
+    if any(isinstance(r, str) and r.strip().lower() in REFUSAL_FINISH_REASONS for r in names):
+        return True
+    for message in output:
+        if isinstance(message.get("refusal"), str) and message["refusal"]:
+            return True
+        parts = message.get("parts")
+        if isinstance(parts, list) and any(isinstance(p, dict) and p.get("type") == "refusal" for p in parts):
+            return True
+    return False
+
+
 def _message_text(message: dict) -> str:
     pieces: list[str] = []
     parts = message.get("parts")
     if isinstance(parts, list):
         for part in parts:
-            if isinstance(part, dict) and part.get("type") == "text":
+            if isinstance(part, dict) and part.get("type") in ("text", "refusal"):
                 content = part.get("content", part.get("text"))
                 if isinstance(content, str) and content:
                     pieces.append(content)
@@ -397,7 +430,7 @@ def _build_event(span: Span, lineage: list[Span], app_attribute: str) -> tuple[O
 
     optional["request_text"] = _request_text(_messages(span, _INPUT_MESSAGES))
     optional["response_text"] = _response_text(output)
-    if finish == "content_filter":
+    if provider_refused(finish, reasons, output):
         optional["refusal"] = True
     for node in [span, *lineage]:
         flagged = _bool(node.attrs.get("semwatch.request_flagged"))

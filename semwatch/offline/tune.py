@@ -59,6 +59,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from semwatch.config import SemwatchConfig, load_config
 from semwatch.contract import RunEvent, is_optional, parse_ts
+from semwatch.enrich import DictStore
 from semwatch.engine.detector import REGISTRY, DetectorParams
 from semwatch.engine.tuning import ProbeUnavailable, SignalProbe, describe, space_of, unknown_params
 from semwatch.engine.tuning import candidates as space_candidates
@@ -112,8 +113,8 @@ def enrich(events: list[RunEvent], config: SemwatchConfig) -> list[RunEvent]:
     Enrichment only fills absent fields, so replaying the enriched events enriches nothing again:
     every candidate's replay shares this one list.
     """
-    step = config.build_enrichment()
-    return [step(e) for e in events]
+    step, store = config.build_enrichment(), DictStore()
+    return [step(e, store) for e in events]
 
 
 # -- worker side -------------------------------------------------------------------------------------

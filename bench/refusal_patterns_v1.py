@@ -1,7 +1,8 @@
-"""Refusal classifier: does a model response DECLINE the user's request?
+"""The retired hand-written refusal classifier (semwatch 0.1), kept for comparison only.
 
-Pure Python, no model, no I/O. Used by the false-refusal detector when an event
-carries ``response_text`` but no producer-side ``refusal`` flag.
+``bench/bench_refusal.py`` measures it next to the learned classifier that replaced it
+(``semwatch/enrich/refusal_model.py``; docs/refusal-classifier.md says why: on real outputs of other
+models it missed a third to a half of the refusals). Nothing in semwatch imports it.
 
     >>> score("I'm sorry, but I can't help with that.") > 0.9
     True
