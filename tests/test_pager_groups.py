@@ -119,3 +119,22 @@ def test_a_resolve_closes_the_problem_its_trigger_opened(receiver, metrics):
         sender.close()
     assert [(e["event_action"], e["dedup_key"]) for e in receiver.bodies(PD_PATH)] == [
         ("trigger", GROUP), ("resolve", GROUP)]
+
+
+def test_the_rollback_target_reaches_alertmanager_and_pagerduty():
+    from semwatch.contract import Containment, Incident
+    from sinks.pager.alertmanager import alert_annotations, describe
+    from sinks.pager.pagerduty import event_for
+
+    containment = Containment(field="prompt_version", current="v8", rollback_to="v7",
+                              scope={"app": "support-bot", "route": "billing"}, changed_at="2026-01-05T10:00:00.000Z",
+                              lead_s=180.0, rank_score=0.9, alternatives=0,
+                              summary="roll back prompt_version v8 -> v7 on support-bot/billing (changed 3 min before the spike)")
+    inc = Incident(incident_id="i1", dedup_key="d/1", event_action="trigger", severity="SEV-2",
+                   kind="false_refusal_spike", detector="false-refusal-spike", summary="refusals up",
+                   segment={"app": "support-bot", "route": "billing"}, window_start="2026-01-05T10:03:00Z",
+                   window_end="2026-01-05T10:05:00Z", detected_at="2026-01-05T10:05:00Z", containment=containment)
+    assert alert_annotations(inc)["containment"].startswith("roll back prompt_version v8 -> v7")
+    assert "containment: roll back" in describe(inc)
+    details = event_for(inc, "KEY")["payload"]["custom_details"]
+    assert details["containment"]["rollback_to"] == "v7" and details["containment"]["field"] == "prompt_version"

@@ -105,6 +105,8 @@ def describe(inc: Incident) -> str:
             for c in inc.suspected_changes))
     elif inc.event_action == "trigger":
         parts.append("suspected changes: none seen")
+    if inc.containment is not None:
+        parts.append(f"containment: {inc.containment.summary}")
     return truncate(". ".join(parts) + ".", MAX_DESCRIPTION)
 
 
@@ -115,6 +117,8 @@ def alert_annotations(inc: Incident) -> dict[str, str]:
         annotations["runbook_url"] = inc.runbook_url
     if inc.related:
         annotations["related"] = ", ".join(inc.related[:MAX_RELATED])
+    if inc.containment is not None:  # annotations, not labels: grouping stays as it is
+        annotations["containment"] = truncate(inc.containment.summary, MAX_SUMMARY)
     return annotations
 
 

@@ -70,6 +70,7 @@ def event_for(inc: Incident, routing_key: str, problem: Optional[Problem] = None
         "segment": dict(segment),
         "suspected_changes": [c.model_dump(mode="json", by_alias=True) for c in inc.suspected_changes],
         "evidence": evidence,
+        "containment": inc.containment.model_dump(mode="json") if inc.containment is not None else None,
     }
     if inc.group_key is not None:
         payload["custom_details"].update(group_key=inc.group_key, dedup_key=inc.dedup_key,
