@@ -101,6 +101,17 @@ class EngineSection(BaseModel):
     # A resolve is held this long; a re-trigger of the same incident meanwhile cancels it (no
     # flapping: one page at most). 0 = resolves go out at once.
     resolve_cooldown_s: float = Field(default=600.0, ge=0)
+    # Isolation (semwatch/engine/core.py): a quiet app follows the partition's time once this far
+    # behind; an app this far ahead of it is not believed; ids remembered this long per app;
+    # an app is on probation (evicted first, evicts no learnt state) until it has sent this many
+    # events; one app holds at most this many segments per detector; new problems per detector
+    # per hour beyond the budget are counted and summarised, not paged (0 = no budget).
+    idle_app_s: float = Field(default=600.0, gt=0)
+    max_clock_lead_s: float = Field(default=6 * 3600.0, gt=0)
+    dedup_window_s: float = Field(default=300.0, ge=0)
+    established_events: int = Field(default=200, ge=0)
+    max_segments_per_app: int = Field(default=5000, ge=1)
+    max_new_problems_per_hour: int = Field(default=20, ge=0)
     # Which labels partition the stream: every detector's state must live inside one partition,
     # so each detector's group_by must include these (checked below).
     partition_by: tuple[str, ...] = ("app",)
@@ -134,6 +145,12 @@ class SemwatchConfig:
             change_lookback_s=self.engine.change_lookback_s,
             correlation_window_s=self.engine.correlation_window_s,
             resolve_cooldown_s=self.engine.resolve_cooldown_s,
+            idle_app_s=self.engine.idle_app_s,
+            max_clock_lead_s=self.engine.max_clock_lead_s,
+            dedup_window_s=self.engine.dedup_window_s,
+            established_events=self.engine.established_events,
+            max_segments_per_app=self.engine.max_segments_per_app,
+            max_new_problems_per_hour=self.engine.max_new_problems_per_hour,
         )
         return Engine(self.build_detectors(), opts, data=data, enrich=self.build_enrichment())
 

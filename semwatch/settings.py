@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Event time must be plausible against the wall clock, or the record is dead-lettered (reason
+    # clock): at most this far in the future, and (when > 0) at most this old.
+    max_future_skew_s: float = Field(default=300.0, gt=0)
+    max_event_age_s: float = Field(default=0.0, ge=0)
+    # Replication factor of the topics semwatch creates (changelogs included); checked at start.
+    replication_factor: int = Field(default=1, ge=1, le=16)
     # Batch size and wait of the agents (stream.take): bigger batches, fewer changelog writes. The
     # wait is latency at low rates (one per stage); under load batches fill first (bench: no loss).
     batch_max: int = Field(default=2000, ge=1)

@@ -21,7 +21,7 @@ disable_created_metrics()  # the *_created series only add noise to dashboards
 from semwatch.contract import Incident, parse_ts
 from sinks.base import IncidentSink
 
-DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized")
+DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized", "clock")
 # Response KPIs, in seconds of event time: from the first anomalous evidence to the trigger
 # (detection delay) and from the trigger to the resolve (time open).
 DETECTION_DELAY_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
@@ -57,6 +57,18 @@ class WorkerMetrics:
             ["severity"], registry=r)
         self.problems_open = Gauge(
             "semwatch_problems_open", "Problems with at least one open incident.", registry=r)
+        self.duplicates = Counter(
+            "semwatch_events_duplicate", "Events seen before (same app and event_id): ignored, "
+            "so a redelivery changes no state.", registry=r)
+        self.segments_evicted = Counter(
+            "semwatch_segments_evicted", "Segment states forgotten to make room under a detector's cap.",
+            ["detector"], registry=r)
+        self.segments_refused = Counter(
+            "semwatch_segments_refused", "New segments refused (an app over its share, or no room "
+            "that an app on probation may take).", ["detector"], registry=r)
+        self.incidents_suppressed = Counter(
+            "semwatch_incidents_suppressed", "Triggers over a detector's page budget (new problems "
+            "per hour): counted and summarised, not paged.", ["detector"], registry=r)
         self.consumer_lag = Gauge("semwatch_consumer_lag_records",
                                   "Records behind the high watermark, over assigned partitions.", registry=r)
         self.last_event_ts = Gauge("semwatch_last_event_timestamp_seconds",
@@ -98,7 +110,8 @@ class WorkerMetrics:
             self.dead_lettered.labels(reason=reason)
         for severity in ("SEV-1", "SEV-2", "SEV-3"):
             self.problems.labels(severity)
-        self._open: dict[str, tuple[str, str, str]] = {}
+        self._open: dict[str, tuple[str, str, str, float]] = {}  # dedup_key -> labels, trigger time
+        self._open_gauge: dict[tuple, int] = {}
         self._problem_members: dict[str, set[str]] = {}  # group_key -> its open dedup_keys
 
     def incident(self, inc: Incident) -> None:
@@ -123,14 +136,35 @@ class WorkerMetrics:
                 max(0.0, detected - parse_ts(inc.window_start)))
             if inc.dedup_key not in self._open:
                 self._open[inc.dedup_key] = (*labels, detected)
-                self.incidents_open.labels(*labels).inc()
         else:
             opened = self._open.pop(inc.dedup_key, None)
             if opened is not None:
                 kind, severity, detector, detected = opened
-                self.incidents_open.labels(kind, severity, detector).dec()
                 # Labelled like its trigger (a resolve may carry another severity).
                 self.open_time.labels(kind, severity).observe(max(0.0, parse_ts(inc.detected_at) - detected))
+
+    def set_open_incidents(self, open_incidents) -> None:
+        """The open-incident gauge from (kind, severity, detector) of every open incident; label
+        sets that are gone drop to 0."""
+        counts: dict[tuple, int] = {}
+        for labels in open_incidents:
+            counts[labels] = counts.get(labels, 0) + 1
+        for labels in set(self._open_gauge) - set(counts):
+            self.incidents_open.labels(*labels).set(0)
+        for labels, n in counts.items():
+            self.incidents_open.labels(*labels).set(n)
+        self._open_gauge = counts
+
+    def engine_counts(self, before: dict, after: dict) -> None:
+        """Add what an engine counted while processing a batch (``before``/``after`` snapshots)."""
+        self.late.inc(after["late"] - before["late"])
+        self.duplicates.inc(after["duplicates"] - before["duplicates"])
+        for field, metric in (("detector_errors", self.detector_errors), ("evicted", self.segments_evicted),
+                              ("refused", self.segments_refused), ("suppressed", self.incidents_suppressed)):
+            for name, n in after[field].items():
+                grown = n - before[field].get(name, 0)
+                if grown:
+                    metric.labels(detector=name).inc(grown)
 
     def false_alarm(self, detector: str) -> None:
         """One on-call mark; the label is the detector when it is configured, else ``other``."""

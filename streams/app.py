@@ -123,7 +123,7 @@ class SemwatchApp:
             autodiscover=False,
             web_enabled=False,
             topic_partitions=settings.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.replication_factor,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
@@ -199,7 +199,9 @@ class SemwatchApp:
             for ev in events:
                 msg = ev.message
                 m.received.inc()
-                verdict = validate_record(msg.value, limit)
+                verdict = validate_record(msg.value, limit, now=time.time(),
+                                          max_future_s=self.settings.max_future_skew_s,
+                                          max_age_s=self.settings.max_event_age_s)
                 if verdict.event is None:
                     await self.dead_letter(msg, verdict.reason or "schema", verdict.detail)
                 else:
@@ -356,15 +358,13 @@ class SemwatchApp:
     async def _process(self, partition: int, ready: list) -> None:
         started = time.perf_counter()
         engine = self.engine_for(partition)
-        late_before = engine.stats.late
-        errors_before = dict(engine.stats.detector_errors)
+        before = _counts(engine)
         incidents: list[Incident] = []
         for event, _ in ready:
             incidents.extend(engine.process(event))
-        self.metrics.late.inc(engine.stats.late - late_before)
-        for name, n in engine.stats.detector_errors.items():
-            if n != errors_before.get(name, 0):
-                self.metrics.detector_errors.labels(detector=name).inc(n - errors_before.get(name, 0))
+        self.metrics.engine_counts(before, _counts(engine))
+        if incidents:
+            self._export_open_incidents()
         self.metrics.processed.inc(len(ready))
         # Incidents are acknowledged by the broker before the state that remembers them is
         # written: a crash in between replays the events and re-emits the same incident
@@ -445,3 +445,18 @@ class SemwatchApp:
                 counts[name] += n
         for name, n in counts.items():
             self.metrics.segments_active.labels(detector=name).set(n)
+        self._export_open_incidents()
+
+    def _export_open_incidents(self) -> None:
+        # Open incidents from the engines' own state: right after a restart and after a
+        # rebalance (a partition's incidents move with it), unlike a count of records sent.
+        self.metrics.set_open_incidents(o for engine in list(self.engines.values())
+                                        for o in engine.open_incidents())
+
+
+def _counts(engine: Engine) -> dict:
+    """The engine's counters a worker exports, as they stand (the metrics take the differences)."""
+    st = engine.stats
+    return {"late": st.late, "duplicates": st.duplicates, "detector_errors": dict(st.detector_errors),
+            "evicted": dict(st.evicted), "refused": dict(st.refused),
+            "suppressed": dict(engine.problems.suppressed_by_detector)}

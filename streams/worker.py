@@ -8,7 +8,9 @@ import sys
 
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
-from semwatch.settings import load_settings
+from semwatch.settings import SettingsError, load_settings
+
+log = logging.getLogger("semwatch.worker")
 
 
 def add_arguments(parser) -> None:
@@ -58,19 +60,52 @@ def ensure_topics(settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers().split(","),
                              client_id=f"{settings.app_id}-admin", **settings.kafka_python_kwargs())
     try:
+        changelog = f"{settings.app_id}-state-changelog"
         names = [settings.topics.runs, settings.topics.incidents, settings.topics.dlq, settings.topics.feedback,
-                 f"{settings.app_id}.runs.keyed", f"{settings.app_id}-state-changelog"]
+                 f"{settings.app_id}.runs.keyed", changelog]
         if settings.otlp_enabled:
             names.append(settings.topics.otlp)
         existing = set(admin.list_topics())
-        missing = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
+        rf = settings.replication_factor
+        # The state changelog is compacted: only the latest record of each key is needed to
+        # recover, and an uncompacted changelog grows without bound (and recovery slows with it).
+        missing = [NewTopic(n, settings.partitions, rf,
+                            topic_configs={"cleanup.policy": "compact"} if n == changelog else {})
+                   for n in names if n not in existing]
         if missing:
             try:
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+        check_changelog(admin, changelog, rf)
     finally:
         admin.close()
+
+
+def check_changelog(admin, topic: str, replication_factor: int) -> None:
+    """At start: the state changelog must be compacted and as replicated as configured. A broker
+    that cannot describe topic configs (the embedded Tansu) is let through with a note."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        entries = {c[0]: c[1] for c in described[0].resources[0][4]}
+    except Exception as exc:  # noqa: BLE001 - a broker without DescribeConfigs
+        log.info("could not read the configs of %s (%s); not checking its compaction", topic, exc)
+        return
+    policy = entries.get("cleanup.policy")
+    if policy is not None and "compact" not in str(policy):
+        raise SettingsError(f"topic {topic}: cleanup.policy is {policy!r}; the state changelog must be "
+                            f"compacted (kafka-configs --alter --entity-type topics --entity-name {topic} "
+                            "--add-config cleanup.policy=compact)")
+    try:
+        meta = admin.describe_topics([topic])
+        replicas = min(len(p["replicas"]) for p in meta[0]["partitions"])
+    except Exception:  # noqa: BLE001 - a broker without full topic metadata
+        return
+    if replicas < replication_factor:
+        log.warning("topic %s has %d replica(s), fewer than SEMWATCH_REPLICATION_FACTOR=%d: a broker "
+                    "loss can lose detector state", topic, replicas, replication_factor)
 
 
 def _run_faust(settings, config) -> int:

@@ -195,6 +195,7 @@ def test_pagerduty_trigger_and_resolve_payloads(receiver, metrics):
                 "suspected_changes": [{"field": "prompt_version", "from": "v1", "to": "v2",
                                        "first_seen": "2026-01-05T09:58:00.000Z"}],
                 "evidence": {"run_ids": ["r1", "r2"], "event_ids": ["e1"]},  # ids only
+                "containment": None,  # no rollback target without a suspected change it explains
             },
         },
         "client": "semwatch",

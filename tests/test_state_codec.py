@@ -256,6 +256,10 @@ def test_a_changelog_of_the_previous_release_recovers_and_carries_on_identically
     config, original, rest = halfway
     # The previous release kept no other state (e.g. no per-app refusal learner).
     previous = {k: v for k, v in original.data.items() if tag_of(type(v)) in PREVIOUS_PATHS}
+    # ... and its one engine clock (clocks are per app now: it decodes and is ignored).
+    from semwatch.engine.core import EngineClock
+    previous["__engine__"] = EngineClock(max_ts=max(st.max_ts for st in original.data.values()
+                                                    if type(st).__name__ == "AppClock"))
     blobs = _pickled_by_the_previous_release(previous, monkeypatch)
     assert b"detectors.numeric_spike" in b"".join(blobs.values())
     recovered = {k: state_codec.loads(b) for k, b in blobs.items()}

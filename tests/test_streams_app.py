@@ -27,12 +27,13 @@ def test_changelog_records_decode_with_the_state_codec(app):
     # the worker must come back as the same object (it used to fail on the pickle bytes as JSON).
     topic = app.table.changelog_topic
     engine = app.config.build_engine()
-    engine.clock.max_ts = 1767600000.5
+    clock = engine.clock_of("support-bot")
+    clock.max_ts = 1767600000.5
     msg = Message(topic.get_topic_name(), 0, 7, 0.0, 0, None, json.dumps("0|k").encode(),
-                  state_codec.dumps(engine.clock), None)
+                  state_codec.dumps(clock), None)
     event = asyncio.run(topic.decode(msg, propagate=True))
     assert event.key == "0|k"
-    assert event.value == engine.clock
+    assert event.value == clock
     tombstone = Message(topic.get_topic_name(), 0, 8, 0.0, 0, None, json.dumps("0|k").encode(), None, None)
     assert asyncio.run(topic.decode(tombstone, propagate=True)).value is None
 
@@ -71,7 +72,7 @@ def test_every_detector_state_survives_the_changelog_codec():
     recovered_data = {key: state_codec.loads(state_codec.dumps(value))
                       for key, value in original.data.items()}
     assert {type(v).__name__ for v in recovered_data.values()} >= {
-        "EngineClock", "RunState", "OutlierState", "RateState", "RefusalSpikeState", "ScopeHistory"}
+        "AppClock", "RunState", "OutlierState", "RateState", "RefusalSpikeState", "ScopeHistory"}
     recovered = config.build_engine(data=recovered_data)
 
     def rest(engine):

@@ -171,7 +171,8 @@ def test_skip_missing_and_feedback_fields():
 def test_group_by_separates_segments():
     eng = engine(field="error_type", window_s=300, min_volume=10, above=0.2, group_by=["app", "route"])
     good = stream(900, 5, error_type=lambda k: None, route=lambda k: "good")
-    bad = stream(900, 5, error_type=lambda k: "x", route=lambda k: "bad")
+    bad = [e.model_copy(update={"event_id": "bad-" + e.event_id})  # event ids are unique
+           for e in stream(900, 5, error_type=lambda k: "x", route=lambda k: "bad")]
     events = sorted(good + bad, key=lambda e: (e.ts, e.event_id))
     out = feed(eng, events)
     assert [i.segment["route"] for i in out] == ["bad"]

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from semwatch.contract.times import parse_ts
 
+#: Bounds on what one event may carry into state; beyond them it is dead-lettered as ``oversized``.
+MAX_SUBJECT_TYPES = 32
+MAX_SUBJECT_IDS = 1000
+MAX_ID_CHARS = 256
+MAX_TOOL_CALLS = 256
+#: Marks a validation error as a size bound (the validate stage dead-letters it as ``oversized``).
+OVERSIZED = "oversized"
+
 # Short strings stay short: ids and labels are bounded so one hostile record cannot blow up state.
 _ID = Field(min_length=1, max_length=256)
 _LABEL = Field(default=None, max_length=256)
@@ -153,12 +161,33 @@ class RunEvent(BaseModel):
     @field_validator("subject", mode="before")
     @classmethod
     def _subject(cls, value: Any) -> Any:
-        # Accept a single id as shorthand for a one-element list; ids are compared as strings.
+        # Accept a single id as shorthand for a one-element list; ids are compared as strings. Sizes
+        # are checked before anything is built: one hostile record must not blow up a run's state.
         if isinstance(value, dict):
-            return {
-                str(k): [str(v) for v in (vals if isinstance(vals, list) else [vals])]
-                for k, vals in value.items()
-            }
+            if len(value) > MAX_SUBJECT_TYPES:
+                raise ValueError(f"{OVERSIZED}: subject names {len(value)} entity types, at most "
+                                 f"{MAX_SUBJECT_TYPES}")
+            out, total = {}, 0
+            for k, vals in value.items():
+                vals = vals if isinstance(vals, list) else [vals]
+                total += len(vals)
+                if total > MAX_SUBJECT_IDS:
+                    raise ValueError(f"{OVERSIZED}: subject holds more than {MAX_SUBJECT_IDS} ids")
+                key = str(k)
+                if len(key) > MAX_ID_CHARS:
+                    raise ValueError(f"{OVERSIZED}: a subject entity type is longer than {MAX_ID_CHARS}")
+                ids = [str(v) for v in vals]
+                if any(len(i) > MAX_ID_CHARS for i in ids):
+                    raise ValueError(f"{OVERSIZED}: a subject id is longer than {MAX_ID_CHARS} characters")
+                out[key] = ids
+            return out
+        return value
+
+    @field_validator("tool_calls", mode="before")
+    @classmethod
+    def _tool_calls(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_TOOL_CALLS:
+            raise ValueError(f"{OVERSIZED}: {len(value)} tool calls, at most {MAX_TOOL_CALLS} per event")
         return value
 
     def segment_value(self, field: str) -> Optional[str]:

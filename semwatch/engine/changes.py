@@ -50,17 +50,38 @@ def _scope_key(app: str, route: Optional[str]) -> str:
 class ChangeTracker:
     def __init__(self, lookback_s: float, get: Callable[[str], Optional[ScopeHistory]],
                  put: Callable[[str, ScopeHistory], None],
-                 delete: Optional[Callable[[str], None]] = None, max_scopes: int = MAX_SCOPES):
+                 delete: Optional[Callable[[str], None]] = None, max_scopes: int = MAX_SCOPES,
+                 established: Optional[Callable[[str], bool]] = None):
         self.lookback_s = lookback_s
         self._get = get
         self._put = put
         self._delete = delete
         self.max_scopes = max_scopes
+        # Scopes of apps still on probation (few events so far) are kept apart, in a tenth of the
+        # room: a flood of new hostile app or route values never pushes out the history of apps
+        # that have earned it (see semwatch/engine/core.py).
+        self._established = established or (lambda app: True)
         self._lru: OrderedDict[str, None] = OrderedDict()  # scope keys, least recently seen first
+        self._probation: OrderedDict[str, None] = OrderedDict()
 
     def reset_index(self, keys: Iterable[str]) -> None:
         """The scope keys in the store, least recently seen first (after recovery)."""
         self._lru = OrderedDict((k, None) for k in keys)
+        self._probation = OrderedDict()
+
+    def sweep(self, horizon: float) -> int:
+        """Forget scopes last seen before ``horizon``; returns how many."""
+        gone = 0
+        for lru in (self._probation, self._lru):
+            for key in list(lru):
+                hist = self._get(key)
+                if hist is not None and hist.last_seen >= horizon:
+                    break
+                del lru[key]
+                if hist is not None and self._delete is not None:
+                    self._delete(key)
+                    gone += 1
+        return gone
 
     @staticmethod
     def scope_keys(segment: dict[str, str]) -> list[str]:
@@ -72,25 +93,28 @@ class ChangeTracker:
         return keys
 
     def observe(self, event: RunEvent) -> None:
+        established = self._established(event.app)
+        lru = self._lru if established else self._probation
+        cap = self.max_scopes if established else max(1, self.max_scopes // 10)
         for key, fields in ((_scope_key(event.app, event.route or ""), TRACKED[:2] + TRACKED[3:]),
                             (_scope_key(event.app, None), TRACKED)):
             hist = self._get(key)
             created = hist is None
-            lru = self._lru
             if hist is None:
-                while len(lru) >= self.max_scopes:  # make room: forget the least recently seen
+                while len(lru) >= cap:  # make room: forget the least recently seen of its class
                     if self._delete is None:
                         break
                     self._delete(lru.popitem(last=False)[0])
-                if len(lru) >= self.max_scopes:
+                if len(lru) >= cap:
                     continue
                 hist = ScopeHistory(first_seen=event.ts)
                 lru.pop(key, None)  # swept earlier: back as the most recent
                 lru[key] = None
             else:
-                try:
+                if key in lru:
                     lru.move_to_end(key)
-                except KeyError:
+                else:  # an app that graduated from probation, or an index rebuilt after recovery
+                    self._probation.pop(key, None)
                     lru[key] = None
             dirty = created
             for f in fields:

@@ -2,48 +2,102 @@
 
 The same engine object serves the Faust worker (one engine per partition, its state mapping backed
 by a changelogged table) and offline replay (one engine, a plain dict). It holds no state of its own
-that cannot be derived from that mapping: the LRU and active-segment indexes are rebuilt from it.
+that cannot be derived from that mapping: its indexes are rebuilt from it.
+
+Time is kept per app (the partition key), so no app's clock can hurt another's detection:
+
+- Each app has its own event-time clock (:class:`AppClock`): lateness, windows and ticks of an
+  app's segments follow that app's events only. A producer whose clock runs fast (or one event
+  dated 2999) makes nothing of any other app late, and resolves or forgets nothing of theirs.
+- An app that goes quiet still has to resolve its open incidents and let its idle state expire.
+  Its time is moved on by the partition's *robust* time once its own clock is more than
+  ``idle_app_s`` behind it. The robust time is the latest event time of the partition, except that
+  an app whose clock jumps more than ``max_clock_lead_s`` ahead of it is not believed (its own
+  clock goes on; the partition's does not) until the partition's time catches up: one event dated
+  2999 moves no other app's time.
+
+Effectively-once: an app remembers the ids of its events of the last ``dedup_window_s`` of its
+event time (hashed, in buckets of ``dedup_bucket_s``, at most ``dedup_max_ids`` per app); an event
+seen again — redelivered after a crash, or re-sent by a producer — changes no state and raises no
+incident (``stats.duplicates``).
+
+Isolation under floods: an app is on *probation* until it has sent ``established_events`` events.
+When a detector's segment cap (``max_segments``) is reached, segments of apps on probation are
+evicted first, so a flood of new hostile app or route values churns only itself and never evicts
+the learnt baselines of established apps; one app holds at most ``max_segments_per_app`` segments of
+a detector (beyond that its new segments are refused and counted). Evictions and refusals are
+counted per detector (``stats.evicted``, ``stats.refused``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, MutableMapping, Optional
 
+from semwatch.contract import Incident, RunEvent
+from semwatch.engine.changes import ChangeTracker, ScopeHistory
 from semwatch.engine.detector import Context, Detector, SegmentState, StateAccess
 from semwatch.engine.problems import ProblemTracker
-from semwatch.engine.changes import ChangeTracker, ScopeHistory
-from semwatch.engine.state import PlainState, segment_key, state_type
-from semwatch.contract import Incident, RunEvent
+from semwatch.engine.state import PlainState, key_part, segment_key, state_type, unescape_part
 
 log = logging.getLogger("semwatch.engine")
 
-ENGINE_KEY = "__engine__"
+CLOCK_PREFIX = "__engine__|"  # + app: that app's clock
+RUN_EVICTION_SCAN = 64  # established keys an app on probation looks through for a run's state
+SEEN_PREFIX = "__seen__|"  # + app + "|" + bucket: ids of that app's events in one bucket of time
+
+
+@state_type("app_clock")
+@dataclass(slots=True)
+class AppClock(PlainState):
+    """One app's event time and bookkeeping (plain data, changelogged like detector state)."""
+
+    max_ts: float = -math.inf
+    next_tick: float = -math.inf
+    next_sweep: float = -math.inf
+    events: int = 0  # events seen (an app is on probation until it has sent enough)
 
 
 @state_type("engine_clock")
 @dataclass(slots=True)
 class EngineClock(PlainState):
-    """Persisted engine bookkeeping (plain data, in the changelog like detector state)."""
+    """The one clock per engine of semwatch 0.1 (before clocks were kept per app). A changelog of
+    that release still holds it under ``__engine__``: it decodes, and is ignored."""
 
     max_ts: float = -math.inf
     next_tick: float = -math.inf
     next_sweep: float = -math.inf
 
 
+@state_type("seen_ids")
+@dataclass(slots=True)
+class SeenIds(PlainState):
+    """Hashes of the event ids one app sent in one bucket of event time (the dedup memory)."""
+
+    ids: dict = field(default_factory=dict)  # 64-bit hash -> 1
+
+
 @dataclass
 class EngineStats:
     events: int = 0
     late: int = 0
-    evicted: int = 0
+    duplicates: int = 0  # events seen before (same app and event_id): ignored
     expired: int = 0
-    refused_segments: int = 0
     incidents: int = 0
-    # Exceptions raised by a detector (its event or tick is skipped; the others go on), by name.
+    apps_forgotten: int = 0
+    # Per detector: segments evicted under its cap, and new segments refused (per-app cap, or no
+    # room); exceptions raised (its event or tick is skipped; the others go on).
+    evicted: dict = field(default_factory=dict)
+    refused: dict = field(default_factory=dict)
     detector_errors: dict = field(default_factory=dict)
+
+    @property
+    def refused_segments(self) -> int:
+        return sum(self.refused.values())
 
 
 @dataclass
@@ -57,12 +111,60 @@ class EngineOptions:
     # resolves at once; the config file's default holds resolves 10 min).
     correlation_window_s: float = 900.0
     resolve_cooldown_s: float = 0.0
+    # A quiet app's time follows the partition's robust time once it is this far behind; an app
+    # ahead of the partition's time by more than max_clock_lead_s does not move it.
+    idle_app_s: float = 600.0
+    max_clock_lead_s: float = 6 * 3600.0
+    # Dedup memory per app (see the module docstring).
+    dedup_window_s: float = 300.0
+    dedup_bucket_s: float = 10.0
+    dedup_max_ids: int = 50000
+    # Probation and per-app caps (see the module docstring).
+    established_events: int = 200
+    max_segments_per_app: int = 5000
+    # At most this many new problems per detector per hour (more are counted, then summarised).
+    max_new_problems_per_hour: int = 20
+
+
+def event_hash(event_id: str) -> int:
+    """A 64-bit hash of an event id: the dedup memory keeps these, not the ids themselves."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+class _Lru:
+    """One detector's segment keys, least recently seen first, in two classes: segments of apps on
+    probation (evicted first) and of established apps."""
+
+    __slots__ = ("probation", "established")
+
+    def __init__(self) -> None:
+        self.probation: OrderedDict[str, None] = OrderedDict()
+        self.established: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.probation) + len(self.established)
+
+    def touch(self, key: str, established: bool) -> None:
+        mine, other = (self.established, self.probation) if established else (self.probation, self.established)
+        if key in mine:
+            mine.move_to_end(key)
+        else:
+            other.pop(key, None)
+            mine[key] = None
+
+    def pop(self, key: str) -> None:
+        self.probation.pop(key, None)
+        self.established.pop(key, None)
+
+    def oldest(self) -> Iterable[str]:
+        yield from list(self.probation)
+        yield from list(self.established)
 
 
 class Engine(StateAccess):
     def __init__(self, detectors: list[Detector], options: EngineOptions | None = None,
                  data: MutableMapping[str, Any] | None = None,
-                 enrich: Optional[Callable[[RunEvent], RunEvent]] = None):
+                 enrich: Optional[Callable[..., RunEvent]] = None):
         self.detectors = [d for d in detectors if d.params.enabled]
         names = [d.name for d in self.detectors]
         if len(set(names)) != len(names):
@@ -76,54 +178,89 @@ class Engine(StateAccess):
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
         self._by_name = {d.name: d for d in self.detectors}
-        self._lru: dict[str, OrderedDict[str, None]] = {d.name: OrderedDict() for d in self.detectors}
-        self._active: set[str] = set()
-        # Keys touched since the last tick: their `active` flag is settled into _active at ticks.
-        self._since_tick: set[str] = set()
+        self._lru: dict[str, _Lru] = {d.name: _Lru() for d in self.detectors}
+        self._active: dict[str, set[str]] = {}  # app -> keys of its active segments
+        self._since_tick: set[str] = set()  # keys touched since their app's last tick
+        self._app_segments: dict[str, int] = {}  # app -> segments it holds, over all detectors
+        self._clocks: dict[str, AppClock] = {}  # app -> its clock (the same objects as in data)
+        self._robust = -math.inf  # the partition's robust event time (see the module docstring)
+        self.suspect_apps: set[str] = set()  # apps whose clocks ran ahead: not believed
+        self._next_quiet_check = -math.inf  # robust time of the next look at quiet apps
+        self._next_sweep = -math.inf  # ... and of the next sweep of idle state
         self._out: list[Incident] = []
         self.changes = ChangeTracker(self.options.change_lookback_s, self._get_raw, self._put_raw,
                                      self._delete, max((d.params.max_segments for d in self.detectors),
-                                                       default=20000))
+                                                       default=20000), established=self.established)
         self.problems = ProblemTracker(self.options.correlation_window_s, self.options.resolve_cooldown_s,
-                                      self._get_raw, self._put_raw)
+                                      self._get_raw, self._put_raw, self.options.max_new_problems_per_hour)
         self._ctx = Context(self, self.changes, self._admit)
         self._enrich_store = _RawStore(self._get_raw, self._put_raw)
         self.rebuild_indexes()
 
     # -- state bookkeeping ---------------------------------------------------------------------
-    @property
-    def clock(self) -> EngineClock:
-        clock = self.data.get(ENGINE_KEY)
+    def clock_of(self, app: str) -> AppClock:
+        clock = self._clocks.get(app)
         if clock is None:
-            clock = EngineClock()
-            self._put_raw(ENGINE_KEY, clock)
+            clock = AppClock()
+            self._clocks[app] = clock
+            self._put_raw(CLOCK_PREFIX + key_part(app), clock)
         return clock
 
+    def established(self, app: str) -> bool:
+        clock = self._clocks.get(app)
+        return clock is not None and clock.events >= self.options.established_events
+
+    @property
+    def robust_time(self) -> float:
+        """The partition's event time, which no single app's runaway clock can move."""
+        return self._robust
+
+    def _note_time(self, app: str, ts: float) -> None:
+        if self._robust > -math.inf and ts > self._robust + self.options.max_clock_lead_s:
+            self.suspect_apps.add(app)  # far ahead of everyone else: not believed (yet)
+            return
+        self.suspect_apps.discard(app)
+        if ts > self._robust:
+            self._robust = ts
+
     def rebuild_indexes(self) -> None:
-        """Derive the LRU and active indexes from the state mapping (after recovery)."""
-        for lru in self._lru.values():
-            lru.clear()
+        """Derive the indexes from the state mapping (after recovery)."""
+        for name in self._lru:
+            self._lru[name] = _Lru()
         self._active.clear()
         self._since_tick.clear()
+        self._app_segments.clear()
+        self._clocks.clear()
+        self._robust = -math.inf
+        self.suspect_apps = set()
         entries, scopes = [], []
         for key, st in list(self.data.items()):
-            if isinstance(st, SegmentState):
+            if isinstance(st, AppClock) and key.startswith(CLOCK_PREFIX):
+                self._clocks[unescape_part(key[len(CLOCK_PREFIX):])] = st
+            elif isinstance(st, SegmentState):
                 name = key.split("|", 1)[0]
                 if name in self._lru:
-                    entries.append((st.last_seen, name, key, st.active))
+                    entries.append((st.last_seen, name, key, st.active, st.segment.get("app", "")))
             elif isinstance(st, ScopeHistory):
                 scopes.append((st.last_seen, key))
+        # The robust time again: the latest clock that is not far ahead of the median one.
+        times = sorted(c.max_ts for c in self._clocks.values() if c.max_ts > -math.inf)
+        if times:
+            median = times[len(times) // 2]
+            self._robust = max(t for t in times if t <= median + self.options.max_clock_lead_s)
+            self.suspect_apps = {a for a, c in self._clocks.items() if c.max_ts > self._robust}
         self.changes.reset_index(key for _, key in sorted(scopes))
         self.problems.reset_index(self.data.items())
-        for _, name, key, active in sorted(entries):
-            self._lru[name][key] = None
+        for _, name, key, active, app in sorted(entries):
+            self._lru[name].touch(key, self.established(app))
+            self._app_segments[app] = self._app_segments.get(app, 0) + 1
             if active:
-                self._active.add(key)
+                self._active.setdefault(app, set()).add(key)
 
     def _key(self, detector: Detector, segment: dict[str, str]) -> str:
         return f"{detector.name}|{segment_key(segment.values())}"
 
-    def _get_raw(self, key: str) -> Optional[ScopeHistory]:
+    def _get_raw(self, key: str) -> Any:
         return self.data.get(key)
 
     def _put_raw(self, key: str, value: Any) -> None:
@@ -132,19 +269,32 @@ class Engine(StateAccess):
         self.deleted.discard(key)
 
     def _delete(self, key: str) -> None:
-        if self.data.pop(key, None) is not None:
+        st = self.data.pop(key, None)
+        if st is not None:
             self.deleted.add(key)
             self.dirty.discard(key)
-        self._active.discard(key)
+            if isinstance(st, SegmentState):
+                app = st.segment.get("app", "")
+                left = self._app_segments.get(app, 1) - 1
+                if left > 0:
+                    self._app_segments[app] = left
+                else:
+                    self._app_segments.pop(app, None)
+                active = self._active.get(app)
+                if active is not None:
+                    active.discard(key)
 
     def get_or_create(self, detector, segment, factory, now):
         key = f"{detector.name}|{segment_key(segment.values())}"
         st = self.data.get(key)
         lru = self._lru[detector.name]
+        app = segment.get("app", "")
+        established = self.established(app)
         if st is None:
-            if len(lru) >= detector.params.max_segments and not self._evict_one(detector):
-                self.stats.refused_segments += 1
-                return None
+            if self._app_segments.get(app, 0) >= self.options.max_segments_per_app * len(self.detectors):
+                return self._refuse(detector)
+            if len(lru) >= detector.params.max_segments and not self._evict_one(detector, established):
+                return self._refuse(detector)
             st = factory()
             # States created for one event share one segment dict per distinct segment (read-only
             # by convention): several detectors group by the same labels.
@@ -155,21 +305,23 @@ class Engine(StateAccess):
             st.segment = shared
             st.key = key
             self.data[key] = st
+            self._app_segments[app] = self._app_segments.get(app, 0) + 1
         if now > st.last_seen:
             st.last_seen = now
-        try:
-            lru.move_to_end(key)
-        except KeyError:
-            lru[key] = None
+        lru.touch(key, established)
         self._touch(key)
         return st
+
+    def _refuse(self, detector: Detector) -> None:
+        self.stats.refused[detector.name] = self.stats.refused.get(detector.name, 0) + 1
+        return None
 
     def get(self, detector, segment):
         return self.data.get(self._key(detector, segment))
 
     def drop(self, detector, segment):
         key = self._key(detector, segment)
-        self._lru[detector.name].pop(key, None)
+        self._lru[detector.name].pop(key)
         self._delete(key)
 
     def changed(self, detector, state):
@@ -181,15 +333,24 @@ class Engine(StateAccess):
             self.deleted.discard(key)
         self._since_tick.add(key)
 
-    def _evict_one(self, detector: Detector) -> bool:
-        """Make room under the segment cap: forget the least recently seen idle segment."""
+    def _evict_one(self, detector: Detector, established: bool) -> bool:
+        """Make room under the segment cap: forget the least recently seen idle segment, of an app
+        on probation first. An app on probation never evicts an established app's learnt state,
+        only the state of a single run of it (runs end; baselines are what took days to learn)."""
         self._settle_touched()
         lru = self._lru[detector.name]
-        for key in lru:
-            if key not in self._active:
-                del lru[key]
+        pools = ((lru.probation, False), (lru.established, False)) if established else \
+            ((lru.probation, False), (lru.established, True))
+        for pool, runs_only in pools:
+            for n, key in enumerate(pool):
+                if runs_only and n >= RUN_EVICTION_SCAN:
+                    break
+                st = self.data.get(key)
+                if st is not None and (st.active or (runs_only and "run_id" not in st.segment)):
+                    continue
+                del pool[key]
                 self._delete(key)
-                self.stats.evicted += 1
+                self.stats.evicted[detector.name] = self.stats.evicted.get(detector.name, 0) + 1
                 return True
         return False
 
@@ -209,19 +370,26 @@ class Engine(StateAccess):
         return self._drain()
 
     def advance_to(self, ts: float) -> list[Incident]:
-        """Move event time to ``ts`` with no event (end of a replay, or an idle stream)."""
-        clock = self.clock
-        if ts - self.options.allowed_lateness_s > clock.max_ts - self.options.allowed_lateness_s:
-            clock.max_ts = ts
-            self._put_raw(ENGINE_KEY, clock)
-        self._tick(clock, force=True)
+        """Move every app's event time to ``ts`` with no event (end of a replay, an idle stream)."""
+        for app in sorted(self._clocks):
+            clock = self._clocks[app]
+            if ts > clock.max_ts:
+                clock.max_ts = ts
+                self._note_time(app, ts)
+                self._put_raw(CLOCK_PREFIX + key_part(app), clock)
+            self._tick(app, clock, force=True)
+        self._sweep()
         if self.problems.waiting:
-            self.problems.release(clock.max_ts, self._out.append)
+            self.problems.release(self._release_time, self._out.append)
         return self._drain()
 
-    @property
-    def watermark(self) -> float:
-        return self.clock.max_ts - self.options.allowed_lateness_s
+    def watermark_of(self, app: str) -> float:
+        clock = self._clocks.get(app)
+        return (clock.max_ts if clock is not None else -math.inf) - self.options.allowed_lateness_s
+
+    def _release_time(self, app: str) -> float:
+        clock = self._clocks.get(app)
+        return clock.max_ts if clock is not None else -math.inf
 
     def _admit(self, incident: Incident) -> None:
         self.problems.admit(incident, self._out.append)
@@ -232,13 +400,54 @@ class Engine(StateAccess):
         self.stats.incidents += len(out)
         return out
 
+    def _seen_before(self, app: str, event: RunEvent, clock: AppClock) -> bool:
+        """Remember the event's id; True when the app sent it before (within the dedup window)."""
+        o = self.options
+        if o.dedup_window_s <= 0 or event.ts < clock.max_ts - o.dedup_window_s:
+            return False  # older than the memory: it cannot be told apart (it is late anyway)
+        h = event_hash(event.event_id)
+        bucket = int(event.ts // o.dedup_bucket_s)
+        prefix = SEEN_PREFIX + key_part(app) + "|"
+        span = int(math.ceil(o.dedup_window_s / o.dedup_bucket_s))
+        for b in range(bucket - span, bucket + span + 1):
+            seen = self.data.get(prefix + str(b))
+            if seen is not None and h in seen.ids:
+                return True
+        key = prefix + str(bucket)
+        seen = self.data.get(key)
+        if seen is None:
+            seen = SeenIds()
+        if len(seen.ids) * (2 * span + 1) < o.dedup_max_ids:
+            seen.ids[h] = 1
+            self._put_raw(key, seen)
+        return False
+
+    def _forget_seen(self, app: str, clock: AppClock) -> None:
+        """Drop the dedup buckets of an app that fell out of its window."""
+        o = self.options
+        if o.dedup_window_s <= 0 or clock.max_ts == -math.inf:
+            return
+        prefix = SEEN_PREFIX + key_part(app) + "|"
+        oldest = int((clock.max_ts - 2 * o.dedup_window_s) // o.dedup_bucket_s)
+        span = int(math.ceil(o.dedup_window_s / o.dedup_bucket_s))
+        for b in range(oldest - 4 * span, oldest):
+            if prefix + str(b) in self.data:
+                self._delete(prefix + str(b))
+
     def _handle(self, event: RunEvent) -> None:
         self.stats.events += 1
+        app = event.app
+        clock = self.clock_of(app)
+        if self._seen_before(app, event, clock):
+            self.stats.duplicates += 1
+            return
         if self._ctx.shared:
             self._ctx.shared.clear()
+        clock.events += 1
+        if clock.events == self.options.established_events or clock.events % 1000 == 0:
+            self._put_raw(CLOCK_PREFIX + key_part(app), clock)
         if self.enrich is not None:
             event = self.enrich(event, self._enrich_store)
-        clock = self.clock
         late = event.ts < clock.max_ts - self.options.allowed_lateness_s
         if late:
             self.stats.late += 1
@@ -252,10 +461,46 @@ class Engine(StateAccess):
                 self._detector_failed(detector, "observe", event)
         if event.ts > clock.max_ts:
             clock.max_ts = event.ts
-            self._tick(clock)
+            self._note_time(app, event.ts)
+            self._tick(app, clock)
+            self._move_quiet_apps()
         if self.problems.waiting:
-            self.problems.release(clock.max_ts, self._out.append)
+            self.problems.release(self._release_time, self._out.append)
         self._ctx.late = False
+
+    def _move_quiet_apps(self) -> None:
+        """Quiet apps follow the partition's robust time (checked once per tick of it)."""
+        robust = self.robust_time
+        behind = robust - self.options.idle_app_s
+        if behind == -math.inf or self._next_quiet_check > robust:
+            return
+        self._next_quiet_check = robust + self.options.tick_s
+        sweep = robust >= self._next_sweep
+        if sweep:
+            self._next_sweep = robust + self.options.sweep_s
+        apps = list(self._clocks) if sweep else [a for a, keys in self._active.items() if keys]
+        for app in apps:
+            clock = self._clocks.get(app)
+            if clock is None or clock.max_ts >= behind:
+                continue
+            clock.max_ts = behind
+            self._put_raw(CLOCK_PREFIX + key_part(app), clock)
+            self._tick(app, clock)
+        if sweep:
+            self._sweep()
+            for app in list(self._clocks):
+                self._forget_app_if_idle(app, self._clocks[app])
+
+    def _forget_app_if_idle(self, app: str, clock: AppClock) -> None:
+        """An app with no state left and no events for a day is forgotten with its clock."""
+        if self._app_segments.get(app) or self.robust_time - clock.max_ts < 86400.0 - self.options.idle_app_s:
+            return
+        if self.problems.holds(app):
+            return
+        self._forget_seen(app, AppClock(max_ts=math.inf))
+        del self._clocks[app]
+        self._delete(CLOCK_PREFIX + key_part(app))
+        self.stats.apps_forgotten += 1
 
     def _detector_failed(self, detector: Detector, where: str, event: Optional[RunEvent]) -> None:
         n = self.stats.detector_errors.get(detector.name, 0) + 1
@@ -266,27 +511,34 @@ class Engine(StateAccess):
                           detector.name, where, at, n)
 
     def _settle_touched(self) -> None:
-        data, active = self.data, self._active
+        data = self.data
         for key in self._since_tick:
             st = data.get(key)
-            if st is not None and st.active:
-                active.add(key)
+            if st is None:
+                continue
+            app = st.segment.get("app", "") if isinstance(st, SegmentState) else ""
+            if getattr(st, "active", False):
+                self._active.setdefault(app, set()).add(key)
             else:
-                active.discard(key)
+                active = self._active.get(app)
+                if active is not None:
+                    active.discard(key)
+                    if not active:
+                        del self._active[app]
         self._since_tick.clear()
 
-    def _tick(self, clock: EngineClock, force: bool = False) -> None:
+    def _tick(self, app: str, clock: AppClock, force: bool = False) -> None:
         watermark = clock.max_ts - self.options.allowed_lateness_s
         if force or watermark >= clock.next_tick:
             clock.next_tick = watermark + self.options.tick_s
-            self._put_raw(ENGINE_KEY, clock)
+            self._put_raw(CLOCK_PREFIX + key_part(app), clock)
             self._settle_touched()
             self._ctx.now = clock.max_ts
-            for key in sorted(self._active):
+            for key in sorted(self._active.get(app, ())):
                 st = self.data.get(key)
                 detector = self._by_name.get(key.split("|", 1)[0])
                 if st is None or detector is None:
-                    self._active.discard(key)
+                    self._active.get(app, set()).discard(key)
                     continue
                 try:
                     detector.advance(st, watermark, self._ctx)
@@ -295,32 +547,41 @@ class Engine(StateAccess):
             self._settle_touched()
         if watermark >= clock.next_sweep:
             clock.next_sweep = watermark + self.options.sweep_s
-            self._settle_touched()
-            self._sweep(watermark)
+            self._forget_seen(app, clock)
 
-    def _sweep(self, watermark: float) -> None:
-        """Forget idle segments (event time) so that state stays bounded."""
+    def _sweep(self) -> None:
+        """Forget idle segments, each by its own app's event time, so that state stays bounded.
+
+        Keys are visited least recently seen first; the visit stops at the first key that is
+        recent even by the partition's robust time (the apps behind it are at most idle_app_s
+        behind, having been moved on)."""
+        self._settle_touched()
+        robust_wm = self.robust_time - self.options.allowed_lateness_s
         for detector in self.detectors:
-            horizon = watermark - detector.params.idle_ttl_s
+            ttl = detector.params.idle_ttl_s
             lru = self._lru[detector.name]
-            for _ in range(len(lru)):
-                key = next(iter(lru))
-                st = self.data.get(key)
-                if st is not None and st.last_seen >= horizon:
-                    break
-                if key in self._active:  # an open incident is resolved by its detector first
-                    lru.move_to_end(key)
-                    continue
-                del lru[key]
-                self._delete(key)
-                self.stats.expired += 1
-        horizon = watermark - self.options.change_lookback_s * 2
-        for key in [k for k in self.data if k.startswith("__changes__|")]:
-            if self.data[key].last_seen < horizon:
-                self._delete(key)
+            for pool in (lru.probation, lru.established):
+                for key in list(pool):
+                    st = self.data.get(key)
+                    if st is None:
+                        del pool[key]
+                        continue
+                    if st.last_seen >= robust_wm - ttl + self.options.idle_app_s:
+                        break
+                    app = st.segment.get("app", "")
+                    if st.last_seen >= self.watermark_of(app) - ttl or key in self._active.get(app, ()):
+                        continue  # recent by its app's time, or open: its detector resolves it first
+                    del pool[key]
+                    self._delete(key)
+                    self.stats.expired += 1
+        self.changes.sweep(robust_wm - self.options.change_lookback_s * 2)
 
     def segments_active(self) -> dict[str, int]:
         return {name: len(lru) for name, lru in self._lru.items()}
+
+    def open_incidents(self) -> list[tuple[str, str, str]]:
+        """(kind, severity, detector) of every incident open in this engine's state."""
+        return self.problems.open_incidents()
 
 
 class _RawStore:

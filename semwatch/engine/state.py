@@ -172,6 +172,21 @@ def key_part(value: str) -> str:
     return value
 
 
+_KEY_UNESCAPES = {v[1]: k for k, v in _KEY_ESCAPES.items()}
+_KEY_ESCAPED = re.compile(r"\\(.)")
+
+
+def unescape_part(text: str) -> str:
+    """The label value behind :func:`key_part` (a clock or problem book key names its app).
+
+    >>> unescape_part(key_part("a|b/c")) == "a|b/c", unescape_part(key_part("x|y")) == "x|y"
+    (True, True)
+    """
+    if "\\" not in text:
+        return text
+    return _KEY_ESCAPED.sub(lambda m: _KEY_UNESCAPES.get(m.group(1), m.group(1)), text)
+
+
 # -- what counts as plain data ------------------------------------------------------------------
 _SCALARS = (type(None), bool, int, float, str)
 
