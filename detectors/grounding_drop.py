@@ -31,10 +31,10 @@ from semwatch.contract import RunEvent
 from semwatch.engine.baselines import SampleRing
 from semwatch.engine.detector import Context, register, unit_event
 from semwatch.engine.state import state_type
-from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
+from semwatch.engine.share import NormRingParams, ShareSpikeDetector, ShareState
 
 
-class GroundingDropParams(ShareParams):
+class GroundingDropParams(NormRingParams):
     type: str = "grounding_drop"
     group_by: tuple[str, ...] = ("app", "route")
     severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
@@ -46,12 +46,7 @@ class GroundingDropParams(ShareParams):
     min_drop: float = Field(default=0.05, ge=0)
     # Floor of the robust sd (a segment whose scores are all 1.0 has a MAD of 0).
     min_scale: float = Field(default=0.02, gt=0)
-    # The norm: a ring of recent scores, one per sample_every_s, recomputed every refresh_s; it
-    # judges nothing before it holds min_samples.
-    ring_size: int = Field(default=256, ge=16, le=4096)
-    sample_every_s: float = Field(default=0.0, ge=0)
-    refresh_s: float = Field(default=60.0, gt=0)
-    min_samples: int = Field(default=50, ge=5)
+    sample_every_s: float = Field(default=0.0, ge=0)  # every score joins the norm (scores are sparse)
     # Material: the share below the line must rise by 10 points and to 2 x the baseline.
     min_increase: float = Field(default=0.10, gt=0, lt=1)
     min_ratio: float = Field(default=2.0, ge=1)

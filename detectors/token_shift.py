@@ -26,13 +26,13 @@ from semwatch.contract import RunEvent
 from semwatch.engine.baselines import SampleRing
 from semwatch.engine.detector import Context, register, unit_event
 from semwatch.engine.formatting import compact_number
-from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
+from semwatch.engine.share import NormRingParams, ShareSpikeDetector, ShareState
 from semwatch.engine.state import state_type
 
 TRUNCATED = frozenset({"length", "max_tokens", "max_output_tokens", "MAX_TOKENS", "token_limit"})
 
 
-class TokenShiftParams(ShareParams):
+class TokenShiftParams(NormRingParams):
     type: str = "token_shift"
     group_by: tuple[str, ...] = ("app", "route", "model")
     severity: str = Field(default="SEV-2", pattern=r"^SEV-[123]$")
@@ -42,12 +42,6 @@ class TokenShiftParams(ShareParams):
     far_ratio: float = Field(default=4.0, gt=1)
     # ... and far_z robust sd above it on a log scale.
     far_z: float = Field(default=3.0, gt=0)
-    # The norm: a ring of recent values, one per sample_every_s, recomputed every refresh_s; it
-    # judges nothing before it holds min_samples.
-    ring_size: int = Field(default=256, ge=16, le=4096)
-    sample_every_s: float = Field(default=2.0, ge=0)
-    refresh_s: float = Field(default=60.0, gt=0)
-    min_samples: int = Field(default=50, ge=5)
     # Truncated responses count as hits too.
     count_truncated: bool = True
 

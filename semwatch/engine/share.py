@@ -101,6 +101,18 @@ class ShareParams(DetectorParams):
         return self
 
 
+class NormRingParams(ShareParams):
+    """Share detectors that judge each event against the segment's own recent norm (a
+    :class:`semwatch.engine.baselines.SampleRing`): its size and sampling."""
+
+    # The norm: a ring of recent values, one per sample_every_s, recomputed every refresh_s; it
+    # judges nothing before it holds min_samples.
+    ring_size: int = Field(default=256, ge=16, le=4096)
+    sample_every_s: float = Field(default=2.0, ge=0)
+    refresh_s: float = Field(default=60.0, gt=0)
+    min_samples: int = Field(default=50, ge=5)
+
+
 @state_type("share")
 @dataclass(slots=True)
 class ShareState(SegmentState):
