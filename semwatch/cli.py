@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, help). Modules are imported only when their command runs, so that
-# `semwatch replay` does not pay for Faust and `semwatch worker` not for matplotlib.
+# name -> (module, help). Each module is imported by name to add its arguments; heavy imports (Faust,
+# matplotlib, Kafka clients) are deferred inside its `run`, so `semwatch replay` pays for none.
 COMMANDS = {
     "worker": ("streams.worker", "run a Faust worker (embedded broker when none is configured)"),
     "demo": ("semwatch.simulator.demo", "embedded broker + worker + scripted traffic, incidents shown live"),
