@@ -52,8 +52,9 @@ Evaluation: ``semwatch replay EVENTS --out INCIDENTS --config CONFIG`` and ``sem
 --incidents ... --labels ... --json REPORT --start S --end E`` (default matching: 2 min before a
 window's start to 15 min after its end). Only the command line and the JSON contracts are used,
 never semwatch's modules, so this bench survives refactors. Output: per kind windows, found, time
-to detect (median, max) and false alarms per simulated day; each window with the detectors that
-found it (and, when missed, what the data looked like); each false alarm.
+to detect (median, max) and false alarms per simulated day; the pages (problems paged, pages per
+incident, false pages, time to first page); each window with the detectors that found it (and, when
+missed, what the data looked like); each false alarm.
 """
 
 from __future__ import annotations
@@ -580,8 +581,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "--config", args.config], args.retries, 120.0)
     report = json.loads(report_p.read_text())
     summary = print_report(sc, report, load_prices(Path(args.config)))
-    (workdir / "summary.json").write_text(json.dumps({"seed": args.seed, "days": args.days,
-                                                      "kinds": summary}, indent=2) + "\n")
+    (workdir / "summary.json").write_text(json.dumps({"seed": args.seed, "days": args.days, "kinds": summary,
+                                                      "pages": report.get("pages")}, indent=2) + "\n")
     print(f"\nfiles: {events_p}, {labels_p}, {incidents_p}, {report_p}, {workdir / 'summary.json'}")
     return 0
 
@@ -623,6 +624,7 @@ def print_report(sc: Scenario, report: dict, prices: dict) -> dict:
         found = sorted(v for v in values if v is not None)
         print(f"  {what:<28} {len(found)}/{len(values)} found"
               + (f", TTD median {_fmt_s(statistics.median(found))}, max {_fmt_s(found[-1])}" if found else ""))
+    print_pages(report.get("pages") or {}, days)
 
     print("\nwindows (detector: time to detect; a miss shows what the data did):")
     for lab, w in zip(sc.labels, windows):
@@ -641,6 +643,17 @@ def print_report(sc: Scenario, report: dict, prices: dict) -> dict:
         for r in report["related"]:
             print(f"  {r['detected_at'][:19]}  {r['detector']:<20} {r['summary'][:120]}")
     return summary
+
+
+def print_pages(pg: dict, days: float) -> None:
+    """``report["pages"]``: what on-call would have been woken for."""
+    if not pg:
+        return
+    per = pg.get("pages_per_incident")
+    print(f"\npages: {pg['pages']} problems paged; {pg['incidents_paged']} of {pg['incidents']} incidents paged, "
+          f"{'-' if per is None else f'{per:.2f}'} pages per incident paged (max {pg['max_pages_per_incident']}); "
+          f"{pg['false_pages']} false pages ({pg['false_pages'] / days:.2f}/day); first page after "
+          f"{_fmt_s(pg['time_to_first_page_median_s'])} (median), {_fmt_s(pg['time_to_first_page_max_s'])} (max)")
 
 
 if __name__ == "__main__":

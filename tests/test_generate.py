@@ -17,6 +17,9 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 OLD_KINDS = {"false_refusal_spike", "wrong_entity_action", "token_spike", "cost_spike"}
 RUNBOOK_KINDS = {"malformed_tool_call", "complaint_cluster", "grounding_drop"}
 KINDS = OLD_KINDS | RUNBOOK_KINDS
+QUIET_ROUTES = {"warranty": (1.0, 0.40), "accessibility": (3.0, 0.12)}  # daytime requests/min, spike rate
+#: labels a day: one of each kind, plus a refusal spike on each quiet route
+PER_DAY = {**{k: 1 for k in KINDS}, "false_refusal_spike": 1 + len(QUIET_ROUTES)}
 SIDE_EFFECT_TOOLS = {"refund_order", "cancel_order", "update_address", "send_email"}
 
 
@@ -151,7 +154,7 @@ def test_determinism_labels_long_run():
     _, l2 = generate(seed=3, start=START, duration_s=7 * 86400, rate=3.0)
     _, l3 = generate(seed=4, start=START, duration_s=7 * 86400, rate=3.0)
     assert l1 == l2 and l1 != l3
-    assert Counter(l["kind"] for l in l1 if not l.get("optional")) == {k: 7 for k in KINDS}
+    assert Counter(l["kind"] for l in l1 if not l.get("optional")) == {k: 7 * n for k, n in PER_DAY.items()}
 
 
 def test_events_follow_contract(short_events):
@@ -199,7 +202,7 @@ def test_one_label_per_kind_per_day():
     for seed in (1, 2, 3):
         _, all_labels = generate(seed=seed, start=START, duration_s=86400, rate=3.0)
         labels = [l for l in all_labels if not l.get("optional")]
-        assert Counter(l["kind"] for l in labels) == {k: 1 for k in KINDS}
+        assert Counter(l["kind"] for l in labels) == PER_DAY
         for l in labels:
             assert set(l) <= {"kind", "start", "end", "segment", "note", "run_id"}
             assert TS_RE.match(l["start"]) and TS_RE.match(l["end"])
@@ -208,9 +211,15 @@ def test_one_label_per_kind_per_day():
             assert l["segment"]["app"] and l["segment"]["route"]
         assert _ts(next(l for l in labels if l["kind"] == "malformed_tool_call")["end"]) - _ts(
             next(l for l in labels if l["kind"] == "malformed_tool_call")["start"]) <= 60 * 60 + 1
-        fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+        fr = _busy_refusal_spike(labels)
         assert set(fr["segment"]) == {"app", "route", "model", "prompt_version"}
         assert 30 * 60 - 1 <= _ts(fr["end"]) - _ts(fr["start"]) <= 90 * 60 + 1
+        quiet = [l for l in labels if l["segment"]["route"] in QUIET_ROUTES]
+        assert sorted(l["segment"]["route"] for l in quiet) == sorted(QUIET_ROUTES)
+        for l in quiet:  # an hour in the daytime
+            assert l["kind"] == "false_refusal_spike" and set(l["segment"]) == set(fr["segment"])
+            assert _ts(l["end"]) - _ts(l["start"]) == pytest.approx(3600, abs=0.002)
+            assert START + 11 * 3600 <= _ts(l["start"]) <= START + 18 * 3600
         cs = next(l for l in labels if l["kind"] == "cost_spike")
         assert set(cs["segment"]) == {"app", "route"}
         for k in ("wrong_entity_action", "token_spike"):
@@ -240,13 +249,19 @@ def _in_segment(ev, seg):
     return all(ev.get(k) == v for k, v in seg.items())
 
 
+def _busy_refusal_spike(labels):
+    return next(l for l in labels if l["kind"] == "false_refusal_spike" and l["segment"]["route"] not in QUIET_ROUTES)
+
+
 def test_refusal_base_rate_and_false_refusal_spike(incident_run):
     events, labels = incident_run
-    fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+    fr = _busy_refusal_spike(labels)
     a, b = fr["start"], fr["end"]
     chat = [e for e in events if e["app"] == "support-bot" and "response_text" in e]
     assert all("refusal" in e for e in chat)
-    outside = [e for e in chat if not (a <= e["ts"] <= b)]
+    spikes = [l for l in labels if l["kind"] == "false_refusal_spike"]
+    outside = [e for e in chat if not any(l["start"] <= e["ts"] <= l["end"] and _in_segment(e, l["segment"])
+                                          for l in spikes)]
     base = sum(e["refusal"] for e in outside) / len(outside)
     assert 0.005 < base < 0.05, base
     ordinary_out = [e for e in outside if not e.get("request_flagged")]
@@ -341,14 +356,14 @@ def test_cost_spike_switches_model(incident_run):
 
 def test_benign_churn_exists(incident_run):
     events, labels = incident_run
-    fr = next(l for l in labels if l["kind"] == "false_refusal_spike")
+    fr = _busy_refusal_spike(labels)
     versions = defaultdict(set)
     for e in events:
         if e.get("prompt_version") != fr["segment"]["prompt_version"] or e["route"] != fr["segment"]["route"]:
             versions[(e["app"], e["route"])].add(e["prompt_version"])
     assert any(len(v) > 1 for v in versions.values()), "benign prompt rollouts"
     _, labels_day = generate(seed=11, start=START, duration_s=86400, rate=3.0)
-    assert len(labels_day) == 7  # churn is not labelled
+    assert len(labels_day) == sum(PER_DAY.values())  # churn is not labelled
 
 
 def test_no_incidents_has_no_spike():
@@ -367,18 +382,70 @@ def test_no_incidents_has_no_spike():
 # ------------------------------------------------------------------ the runbook symptoms
 
 #: sha256 (first 16 hex digits) of the labels of 2 days at 3 ev/s from 2026-01-05, before the runbook
-#: incidents were added: adding them changed none of the existing incidents or labels.
+#: incidents and the quiet routes were added: adding them changed none of the existing incidents or labels.
 OLD_LABELS = {1: "a969d9f0959f4671", 2: "1d5e58f2375705bd", 3: "9646e8b47c855fcf"}
 
 
-@pytest.mark.parametrize("seed", sorted(OLD_LABELS))
-def test_the_runbook_incidents_leave_every_existing_label_as_it_was(seed):
+def _digest(obj) -> str:
     import hashlib
 
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("seed", sorted(OLD_LABELS))
+def test_the_runbook_incidents_and_quiet_routes_leave_every_existing_label_as_it_was(seed):
     _, labels = generate(seed=seed, start=START, duration_s=2 * 86400, rate=3.0)
-    old = [l for l in labels if l["kind"] not in RUNBOOK_KINDS]
-    assert hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16] == OLD_LABELS[seed]
+    quiet = [l for l in labels if l["segment"].get("route") in QUIET_ROUTES]
+    old = [l for l in labels if l["kind"] not in RUNBOOK_KINDS and l not in quiet]
+    assert _digest(old) == OLD_LABELS[seed]
     assert Counter(l["kind"] for l in labels if l["kind"] in RUNBOOK_KINDS) == {k: 2 for k in RUNBOOK_KINDS}
+    assert Counter(l["segment"]["route"] for l in quiet) == {r: 2 for r in QUIET_ROUTES}
+
+
+def test_the_quiet_routes_leave_every_other_event_as_it_was(short_events):
+    events, _ = short_events
+    busy = [e for e in events if e["route"] not in QUIET_ROUTES]
+    assert len(busy) < len(events)
+    assert (len(busy), _digest(busy)) == (18464, "f9f7a4d08f16ce9c")  # as generated before they were added
+
+
+@pytest.fixture(scope="module")
+def quiet_days():
+    """Two days of the quiet routes only, with the ground-truth `refusal` flag on every answer."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(gen_mod, "REFUSAL_FIELD_FRACTION", 1.0)
+    try:
+        events, labels = generate(seed=2, start=START, duration_s=2 * 86400, rate=0.5)
+        evs = [e for e in events if e["route"] in QUIET_ROUTES]
+    finally:
+        mp.undo()
+    return evs, [l for l in labels if l["segment"].get("route") in QUIET_ROUTES]
+
+
+def test_quiet_routes_traffic_baseline_and_refusal_spikes(quiet_days):
+    events, labels = quiet_days
+    assert len(labels) == 4 and len({e["event_id"] for e in events}) == len(events)
+    for route, (per_min, spike_rate) in QUIET_ROUTES.items():
+        evs = [e for e in events if e["route"] == route]
+        assert not [p for e in evs for p in validate_event(e)]
+        hour = Counter(int(_ts(e["ts"]) - START) // 3600 % 24 for e in evs)
+        day, night = sum(hour[h] for h in range(10, 20)) / 1200, sum(hour[h] for h in range(2, 6)) / 480
+        assert 0.75 * per_min < day < 1.25 * per_min and night < 0.35 * day, (route, day, night)
+        spikes = [l for l in labels if l["segment"]["route"] == route]
+        answered = [e for e in evs if "refusal" in e and not e.get("request_flagged")]
+        inside = [e for e in answered if any(l["start"] <= e["ts"] <= l["end"] and _in_segment(e, l["segment"])
+                                             for l in spikes)]
+        outside = [e for e in answered if not any(l["start"] <= e["ts"] <= l["end"] for l in spikes)]
+        base = sum(e["refusal"] for e in outside) / len(outside)
+        assert 0.008 < base < 0.03, (route, base)
+        assert len(inside) > 0.6 * 2 * 60 * per_min  # two daytime hours
+        assert abs(sum(e["refusal"] for e in inside) / len(inside) - spike_rate) < 0.07
+        # the bad version exists only in its window (requests in flight complete a little later)
+        for l in spikes:
+            bad = [e for e in evs if e["prompt_version"] == l["segment"]["prompt_version"]]
+            assert bad and all(l["start"] <= e["ts"] <= gen_mod.format_ts(_ts(l["end"]) + 120) for e in bad)
+    # benign rollouts too: more versions than the spikes' and their predecessors'
+    assert len({e["prompt_version"] for e in events if e["route"] == "warranty"}) > 3
 
 
 @pytest.fixture(scope="module")

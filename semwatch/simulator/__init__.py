@@ -11,6 +11,8 @@ What the traffic looks like
   conversations), ``order-agent`` (multi-step tool-calling runs over a customer/order universe),
   ``research-agent`` (long runs, context grows step by step) and ``code-assistant`` (long outputs).
 * 20 tenants with Zipf-distributed traffic, per-route models, providers and prompt versions.
+* Two quiet support-bot routes beside the app's split, ``warranty`` (~1 request/min in the daytime)
+  and ``accessibility`` (~3/min), a fifth of that at night, whatever ``rate`` says; see ``quiet.py``.
 * Poisson arrivals whose rate follows a per-app diurnal curve (low at night, peak in the day),
   lower on weekends, with day-to-day variation and minute-level burstiness.
 * Lognormal token counts per app/route/model, prices from :data:`~semwatch.simulator.world.PRICES`
@@ -29,6 +31,8 @@ per simulated day, each producing exactly one label:
 ``false_refusal_spike``  a new prompt version on one support-bot route refuses ordinary requests at
                          25-60 % until it is rolled back.  segment = {app, route, model,
                          prompt_version (the bad one)}; start = rollout, end = rollback.
+                         And each day on the quiet routes (``quiet.py``), in daytime: 40 % for an
+                         hour on ``warranty``, 12 % (over ~1.5 %) for an hour on ``accessibility``.
 ``wrong_entity_action``  an order-agent run calls a side-effecting tool on another customer's order
                          (not in ``subject``, not returned by the run's earlier reads).
                          segment = {app, route, model}; start = end = that event's ts; run_id.
@@ -61,6 +65,7 @@ Where things are
 ``population.py``      tenants' customers and their orders, fake PII
 ``routes.py``          routes, their scheduled changes and timelines of configuration states
 ``incidents.py``       scripted incidents and their runs;  ``churn.py`` benign changes, rate-limit bursts
+``quiet.py``           the quiet routes: their schedule, churn and traffic, each from a stream of its own
 ``runbook.py``         the runbook incidents (malformed tool calls, complaint bursts, grounding drops)
                        and their background, written onto the events
 ``labels.py``          the labelled windows

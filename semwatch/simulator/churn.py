@@ -37,15 +37,9 @@ def schedule_churn(seed: np.random.SeedSequence, routes: Routes, schedule: Sched
     def draw_rollout() -> tuple[Route, float, float, dict]:
         route = rng.pick(routes.all)
         t = rng.uniform_between(start + 5 * MINUTE, end - 5 * MINUTE)
-        canary = rng.chance(0.4)
-        canary_share = rng.uniform_between(0.05, 0.25) if canary else 0.0
-        canary_s = rng.uniform_between(20, 90) * MINUTE if canary else 0.0
-        rollback_after_s = rng.uniform_between(30, 180) * MINUTE if rng.chance(0.15) else None
-        draws = (rng.uniform(), rng.uniform(), rng.uniform())
-        return (route, t, t + canary_s + (rollback_after_s or 0.0),
-                rollout(canary_share, canary_s, rollback_after_s, draws))
+        return (route, t, *draw_rollout_plan(rng, t))
 
-    _schedule_changes(schedule, rollouts, ROLLOUT, 2.0 * HOUR, draw_rollout)
+    schedule_changes(schedule, rollouts, ROLLOUT, 2.0 * HOUR, draw_rollout)
 
     swaps = rng.poisson(0.8 * days)
     if duration >= 12 * HOUR:
@@ -56,7 +50,7 @@ def schedule_churn(seed: np.random.SeedSequence, routes: Routes, schedule: Sched
         t = rng.uniform_between(start + 5 * MINUTE, end - 5 * MINUTE)
         return route, t, t, {"pick": rng.uniform()}
 
-    _schedule_changes(schedule, swaps, MODEL_SWAP, 1.0 * HOUR, draw_swap)
+    schedule_changes(schedule, swaps, MODEL_SWAP, 1.0 * HOUR, draw_swap)
 
     bursts = []
     for _ in range(rng.poisson(0.7 * days)):
@@ -66,7 +60,18 @@ def schedule_churn(seed: np.random.SeedSequence, routes: Routes, schedule: Sched
     return bursts
 
 
-def _schedule_changes(schedule: Schedule, count: int, kind: str, gap: float,
+def draw_rollout_plan(rng: RandomStream, t: float) -> tuple[float, dict]:
+    """A benign rollout at ``t``: canaried 40 % of the time, rolled back 15 %; returns when it is
+    settled (promoted or rolled back) and the change's data."""
+    canary = rng.chance(0.4)
+    canary_share = rng.uniform_between(0.05, 0.25) if canary else 0.0
+    canary_s = rng.uniform_between(20, 90) * MINUTE if canary else 0.0
+    rollback_after_s = rng.uniform_between(30, 180) * MINUTE if rng.chance(0.15) else None
+    draws = (rng.uniform(), rng.uniform(), rng.uniform())
+    return t + canary_s + (rollback_after_s or 0.0), rollout(canary_share, canary_s, rollback_after_s, draws)
+
+
+def schedule_changes(schedule: Schedule, count: int, kind: str, gap: float,
                       draw: Callable[[], tuple[Route, float, float, dict]]) -> None:
     """Place ``count`` changes, each where ``draw`` first finds a free window (``gap`` from other changes)."""
     for _ in range(count):

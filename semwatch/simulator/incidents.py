@@ -82,17 +82,23 @@ def _schedule_refusal_spikes(rng: RandomStream, routes: Routes, schedule: Schedu
     for i in range(days):
         t0, duration = _window(rng, lo, span, i, 30, 90)
         route = routes.pick(rng, "support-bot")
-        schedule.add(route, t0, REFUSAL_SPIKE, {"rate": rng.uniform_between(0.25, 0.60), "end": t0 + duration,
-                                                "extra_system_tokens": rng.integer_between(150, 420)})
-        schedule.keep_clear(route, t0 - _KEEP_CLEAR_S, t0 + duration + _KEEP_CLEAR_S)
+        plan_refusal_spike(rng, schedule, route, t0, t0 + duration, rng.uniform_between(0.25, 0.60), end)
         windows.append((t0, t0 + duration, route.key))
-        if rng.chance(0.5):  # a fixed version is rolled out later, sometimes
-            t_fix = t0 + duration + rng.uniform_between(1.0, 5.0) * HOUR
-            if t_fix < end - _QUIET_END_S:
-                draws = (rng.uniform(), rng.uniform(), rng.uniform())
-                schedule.add(route, t_fix, ROLLOUT, rollout(0.0, 0.0, None, draws))
-                schedule.note_change(route, t_fix)
     return windows
+
+
+def plan_refusal_spike(rng: RandomStream, schedule: Schedule, route: Route, t0: float, t1: float, rate: float,
+                       end: float) -> None:
+    """A prompt version refusing ``rate`` of ordinary requests from ``t0`` until its rollback at ``t1``."""
+    schedule.add(route, t0, REFUSAL_SPIKE, {"rate": rate, "end": t1,
+                                            "extra_system_tokens": rng.integer_between(150, 420)})
+    schedule.keep_clear(route, t0 - _KEEP_CLEAR_S, t1 + _KEEP_CLEAR_S)
+    if rng.chance(0.5):  # a fixed version is rolled out later, sometimes
+        t_fix = t1 + rng.uniform_between(1.0, 5.0) * HOUR
+        if t_fix < end - _QUIET_END_S:
+            draws = (rng.uniform(), rng.uniform(), rng.uniform())
+            schedule.add(route, t_fix, ROLLOUT, rollout(0.0, 0.0, None, draws))
+            schedule.note_change(route, t_fix)
 
 
 def _schedule_cost_spikes(rng: RandomStream, routes: Routes, schedule: Schedule, lo: float, span: float, days: int,

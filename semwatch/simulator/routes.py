@@ -19,6 +19,7 @@ from semwatch.simulator.world import (
     APP_NAMES,
     BENIGN_SWAPS,
     EXPENSIVE_MODELS,
+    QUIET_ROUTES,
     ROUTE_SPECS,
     RouteSpec,
     blended_price,
@@ -86,12 +87,14 @@ class Route:
 
 
 class Routes:
-    """All routes, and the traffic split between each app's routes."""
+    """The busy routes (``all``) and the traffic split between each app's, and the quiet routes."""
 
     def __init__(self) -> None:
         self.all = [Route(s) for s in ROUTE_SPECS]
         self.by_app = {a: [r for r in self.all if r.app == a] for a in APP_NAMES}
         self.cum_by_app = {a: cumulative([r.weight for r in rs]) for a, rs in self.by_app.items()}
+        # Kept out of `all` and the split: the busy routes' picks and churn draw as they always did.
+        self.quiet = [Route(q.spec) for q in QUIET_ROUTES]
 
     def pick(self, rng: RandomStream, app: str) -> Route:
         return rng.weighted_pick(self.by_app[app], self.cum_by_app[app])

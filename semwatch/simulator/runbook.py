@@ -166,9 +166,10 @@ EXTRA_CHANGES.update({MALFORMED: _malformed, MALFORMED_END: _malformed_end, COMP
 class Annotator:
     """Writes the runbook symptoms (and their background) onto the traffic's events, in stream order."""
 
-    def __init__(self, sim: Simulation, seed: np.random.SeedSequence, skip_event_ids: set[str]):
+    def __init__(self, sim: Simulation, seed: np.random.SeedSequence, skip_event_ids: set[str],
+                 routes: Iterable[Route] | None = None):
         self.rng = RandomStream(seed)
-        self.routes: dict[tuple[str, str], Route] = {r.key: r for r in sim.routes.all}
+        self.routes: dict[tuple[str, str], Route] = {r.key: r for r in (sim.routes.all if routes is None else routes)}
         self.skip = skip_event_ids  # the scripted runs of the other incidents keep their events as planned
 
     def __call__(self, events: Iterable[dict]) -> Iterator[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import Iterator
 
 import numpy as np
@@ -10,6 +11,7 @@ from semwatch.simulator import labels, traffic
 from semwatch.simulator.churn import schedule_churn
 from semwatch.simulator.incidents import play_incident_runs, schedule_incidents
 from semwatch.simulator.population import Population
+from semwatch.simulator.quiet import quiet_stream, schedule_quiet_routes
 from semwatch.simulator.routes import Routes, Schedule, build_timeline
 from semwatch.simulator.runbook import Annotator, schedule_runbook_incidents
 from semwatch.simulator.traffic import LoadCurve
@@ -38,6 +40,7 @@ class Simulation:
         self._id_keys = (int(keys[0]), int(keys[1]))  # run ids, event ids
         # Spawned after the streams above, so that those stay what they were.
         runbook_seed, self._annotation_seed = seeds.spawn(2)
+        quiet_incident_seed, quiet_churn_seed, self._quiet_traffic_seed, self._quiet_annotation_seed = seeds.spawn(4)
 
         self.routes = Routes()
         self.population = Population(world_seed)
@@ -49,7 +52,9 @@ class Simulation:
         self.rate_limit_bursts = schedule_churn(churn_seed, self.routes, schedule, self.start, self.duration)
         if incidents:  # after the churn: the runbook incidents find their place around everything else
             schedule_runbook_incidents(runbook_seed, self.routes, schedule, self.start, self.duration, planned_runs)
-        for route in self.routes.all:
+        schedule_quiet_routes(quiet_incident_seed, quiet_churn_seed, self.routes, schedule, self.start, self.duration,
+                              incidents)
+        for route in self.routes.all + self.routes.quiet:  # the quiet routes' labels last: the others' order holds
             build_timeline(route, self.labels)
         self._incident_events = play_incident_runs(self, planned_runs, incident_runs_seed, self._id_keys,
                                                    self.labels)
@@ -59,4 +64,7 @@ class Simulation:
     def events(self) -> Iterator[dict]:
         scripted = {ev["event_id"] for _, ev in self._incident_events}
         annotate = Annotator(self, self._annotation_seed, scripted)
-        return annotate(traffic.stream(self, self._traffic_seed, self._id_keys, self._incident_events))
+        busy = annotate(traffic.stream(self, self._traffic_seed, self._id_keys, self._incident_events))
+        annotate_quiet = Annotator(self, self._quiet_annotation_seed, set(), self.routes.quiet)
+        quiet = annotate_quiet(quiet_stream(self, self._quiet_traffic_seed, self._id_keys))
+        return heapq.merge(busy, quiet, key=lambda ev: ev["ts"])  # RFC 3339 UTC, fixed width: sorts as time

@@ -32,7 +32,7 @@ class LoadCurve:
 
     def __init__(self, seed: int):
         self.seed = seed
-        self._minute_of_day = {app: _daily_curve(app) for app in APPS}
+        self._minute_of_day = {app: daily_curve(app) for app in APPS}
         self._days: dict[tuple[str, int], float] = {}
 
     def at(self, app: str, t: float) -> float:
@@ -55,7 +55,7 @@ class LoadCurve:
         return factor
 
 
-def _daily_curve(app: str) -> list[float]:
+def daily_curve(app: str) -> list[float]:
     """One value per minute of the day, mean 1.0: low at night, a peak, a small lunch-time dip."""
     shape = APPS[app]
     hours = np.arange(0, 24, 1 / 60.0)
@@ -84,35 +84,46 @@ def stream(sim: Simulation, seed: np.random.SeedSequence, id_keys: tuple[int, in
            incident_events: list[tuple[int, dict]]) -> Iterator[dict]:
     """Events from ``sim.start`` to ``sim.end`` in time order, the incident runs' events merged in."""
     maker = EventMaker(sim, RandomStream(seed), IdMaker(id_keys[0]), IdMaker(id_keys[1]))
-    rng = maker.rng
+    arrivals_per_s = {app: sim.rate * shape.share / shape.events_per_arrival for app, shape in APPS.items()}
+    burst = {app: 0.0 for app in APP_NAMES}
+
+    def sessions(b: float, width: float) -> Iterator[tuple[int, dict]]:
+        for app in APP_NAMES:
+            burst[app], arrivals = arrival_times(maker.rng, b, width, arrivals_per_s[app] * sim.load.at(app, b),
+                                                 burst[app])
+            for t0 in arrivals:
+                new: list[tuple[int, dict]] = []
+                _ARRIVALS[app](maker, t0, new)
+                yield from new
+
+    return play(sim, incident_events, sessions)
+
+
+def arrival_times(rng: RandomStream, b: float, width: float, per_s: float, burst: float) -> tuple[float, list[float]]:
+    """Poisson arrivals in ``[b, b + width)`` at ``per_s`` times the wandering burstiness factor;
+    returns that factor's new log and the sorted arrival times."""
+    burst = burst * _BURST_KEEP + _BURST_INNOVATION * rng.standard_normal()
+    count = rng.poisson(per_s * math.exp(burst - _BURST_SIGMA * _BURST_SIGMA / 2) * width)
+    return burst, sorted(b + width * rng.uniform() for _ in range(count))
+
+
+def play(sim: Simulation, scripted: list[tuple[int, dict]],
+         sessions: Callable[[float, float], Iterator[tuple[int, dict]]]) -> Iterator[dict]:
+    """The events of ``scripted`` and of each bucket's ``sessions(start, width)``, in time order."""
     start_ms, end_ms = to_ms(sim.start), to_ms(sim.end)
     waiting: list[tuple[int, int, dict]] = []  # (ms, seq, event): seq keeps ties in arrival order
     seq = 0
-    for ms, ev in incident_events:
+    for ms, ev in scripted:
         seq += 1
         waiting.append((ms, seq, ev))
     heapq.heapify(waiting)
-    arrivals_per_s = {app: sim.rate * shape.share / shape.events_per_arrival for app, shape in APPS.items()}
-    burst = {app: 0.0 for app in APP_NAMES}
-    new: list[tuple[int, dict]] = []
     b = sim.start
     while b < sim.end:
         b_end = min(b + _BUCKET_S, sim.end)
-        width = b_end - b
-        for app in APP_NAMES:
-            burst[app] = burst[app] * _BURST_KEEP + _BURST_INNOVATION * rng.standard_normal()
-            mean = (arrivals_per_s[app] * sim.load.at(app, b) * math.exp(burst[app] - _BURST_SIGMA * _BURST_SIGMA / 2)
-                    * width)
-            count = rng.poisson(mean)
-            if not count:
-                continue
-            for t0 in sorted(b + width * rng.uniform() for _ in range(count)):
-                new.clear()
-                _ARRIVALS[app](maker, t0, new)
-                for ms, ev in new:
-                    if ms < end_ms:
-                        seq += 1
-                        heapq.heappush(waiting, (ms, seq, ev))
+        for ms, ev in sessions(b, b_end - b):
+            if ms < end_ms:
+                seq += 1
+                heapq.heappush(waiting, (ms, seq, ev))
         # everything before the bucket's end is final: later arrivals complete later
         cut = to_ms(b_end)
         while waiting and waiting[0][0] < cut:

@@ -137,6 +137,21 @@ ROUTE_SPECS = [
     RouteSpec("code-assistant", "review", 0.15, "gpt-4o", "openai", 3, 1000, 0.003, 520),
 ]
 
+
+class QuietRoute(NamedTuple):
+    """A support-bot route with traffic of its own, outside the app's split (see quiet.py)."""
+
+    spec: RouteSpec  # spec.weight is unused
+    day_per_min: float  # requests (chat turns) a minute, 10-20 UTC on a weekday; lower at night
+    spike_rate: float  # share of ordinary requests a bad prompt rollout refuses
+
+
+QUIET_ROUTES = [
+    QuietRoute(RouteSpec("support-bot", "warranty", 0.0, "gpt-4o-mini", "openai", 3, 820, 0.018, 130), 1.0, 0.40),
+    QuietRoute(RouteSpec("support-bot", "accessibility", 0.0, "claude-3-5-haiku", "anthropic", 2, 1040, 0.015, 140),
+               3.0, 0.12),
+]
+
 TENANTS = [
     "acme-corp", "globex", "initech", "umbrella-retail", "hooli", "stark-logistics", "wayne-fin",
     "wonka-foods", "soylent", "cyberdyne", "tyrell", "oscorp", "vandelay-imports", "dunder-paper",

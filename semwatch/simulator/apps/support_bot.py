@@ -46,9 +46,11 @@ class _Request:
     values: dict = field(default_factory=dict)  # slot values shared by the request and its answer
 
 
-def support_session(maker: EventMaker, t0: float, out: list) -> None:
+def support_session(maker: EventMaker, t0: float, out: list, route: Route | None = None) -> None:
+    """A chat from ``t0``, on ``route`` (a quiet one) or on one of the app's split."""
     rng = maker.rng
-    route = maker.sim.routes.pick(rng, APP)
+    if route is None:
+        route = maker.sim.routes.pick(rng, APP)
     tenant = maker.sim.population.pick_tenant(rng, APP)
     conversation = maker.ids.next("conv_", 12)
     customer = rng.pick(maker.sim.population.customers_by_tenant[tenant]) if rng.chance(0.6) else None
