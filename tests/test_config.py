@@ -169,3 +169,15 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_duplicate_names(tmp_path):
     d = write(tmp_path, VALID_RULE + "      - name: error-rate\n        field: x\n        above: 0.1\n")
     assert "unique" in fails(d)
+
+
+def test_the_shipped_price_table_prices_every_model_the_simulator_uses_as_it_does():
+    """A model the table does not know, or knows under a wider glob, is mispriced: a benign swap
+    to gpt-4.1-nano priced as gpt-4.1 paged as a 20x cost spike."""
+    from semwatch.config import load_config
+    from semwatch.simulator.generate import PRICES
+
+    table = load_config(REPO / "config").env.prices
+    for model, (inp, out) in PRICES.items():
+        price = table.price_for(model)
+        assert price is not None and (price.input_per_mtok, price.output_per_mtok) == (inp, out), model
