@@ -155,3 +155,21 @@ def test_a_quiet_app_behind_a_fast_clock_still_resolves():
     out = run(engine(), _with_fast_clock(events, onset - 30 * 60, 3 * HOUR))
     spikes = [i for i in out if i.kind == "false_refusal_spike" and i.segment.get("app") == "a"]
     assert [i.event_action for i in spikes] == ["trigger", "resolve"]
+
+
+def test_a_batch_released_in_event_time_order_makes_no_app_of_it_quiet():
+    # A worker releases each batch in event-time order across apps: app b's events (20 minutes
+    # ahead) all come after app a's. Within the batch app a is not quiet, so its later events
+    # are not late. (Event by event, a backlog of such batches used to move app a on.)
+    events, onset = refusal_spike_of_app_a()
+    events.sort(key=lambda e: e["ts"])
+    clean = run(engine(), events)
+    arrivals = _with_fast_clock(events, onset - 30 * 60, 3600)
+    eng = engine()
+    out = []
+    for start in range(0, len(arrivals), 2000):
+        batch = sorted(arrivals[start:start + 2000], key=lambda e: e["ts"])
+        out += eng.process_batch([RunEvent.model_validate(e) for e in batch])
+    assert eng.stats.late == 0
+    key = lambda i: (i.detector, i.event_action, i.detected_at, i.dedup_key)  # noqa: E731
+    assert [key(i) for i in out if i.segment.get("app") == "a"] == [key(i) for i in clean]

@@ -196,6 +196,7 @@ class Engine(StateAccess):
         self._clocks: dict[str, AppClock] = {}  # app -> its clock (the same objects as in data)
         self._robust = -math.inf  # the partition's robust event time (see the module docstring)
         self._quiet_time = -math.inf  # the partition's time that quiet is measured in (ditto)
+        self._batch_apps: set[str] = set()  # apps of the batch in process_batch: none is quiet
         self.suspect_apps: set[str] = set()  # apps whose clocks ran ahead: not believed
         self._next_quiet_check = -math.inf  # robust time of the next look at quiet apps
         self._next_sweep = -math.inf  # ... and of the next sweep of idle state
@@ -384,8 +385,21 @@ class Engine(StateAccess):
         return self._drain()
 
     def process_batch(self, events: Iterable[RunEvent]) -> list[Incident]:
-        for event in events:
-            self._handle(event)
+        """Events that arrived together (a worker's batch, released in event-time order across
+        apps): no app of the batch counts as quiet while it is processed, however far another
+        app's clock takes the partition's time meanwhile, and each is heard from at its end."""
+        events = list(events)
+        self._batch_apps = {event.app for event in events}
+        try:
+            for event in events:
+                self._handle(event)
+        finally:
+            for app in self._batch_apps:
+                clock = self._clocks.get(app)
+                if clock is not None:
+                    clock.heard_at = self._quiet_time
+                    clock.lead = clock.max_ts - self._quiet_time
+            self._batch_apps = set()
         return self._drain()
 
     def advance_to(self, ts: float) -> list[Incident]:
@@ -507,7 +521,7 @@ class Engine(StateAccess):
         apps = list(self._clocks) if sweep else [a for a, keys in self._active.items() if keys]
         for app in apps:
             clock = self._clocks.get(app)
-            if clock is None:
+            if clock is None or app in self._batch_apps:
                 continue
             heard = clock.heard_at if clock.heard_at > -math.inf else clock.max_ts
             # Its own time, gone on at the partition's pace since it was quiet.
