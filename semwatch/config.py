@@ -101,8 +101,9 @@ class EngineSection(BaseModel):
     # A resolve is held this long; a re-trigger of the same incident meanwhile cancels it (no
     # flapping: one page at most). 0 = resolves go out at once.
     resolve_cooldown_s: float = Field(default=600.0, ge=0)
-    # Isolation (semwatch/engine/core.py): a quiet app follows the partition's time once this far
-    # behind; an app this far ahead of it is not believed; ids remembered this long per app;
+    # Isolation (semwatch/engine/core.py): an app not heard from while the partition's time went on
+    # this long is quiet (its time goes on with the partition's); an app this far ahead of it is
+    # not believed; ids remembered this long per app;
     # an app is on probation (evicted first, evicts no learnt state) until it has sent this many
     # events; one app holds at most this many segments per detector; new problems per detector
     # per hour beyond the budget are counted and summarised, not paged (0 = no budget).

@@ -36,7 +36,7 @@ from semwatch.config import SemwatchConfig
 from semwatch.contract.feedback import FalseAlarmMark
 from streams import hop
 from semwatch.engine.core import Engine
-from semwatch.contract import Incident, RunEvent
+from semwatch.contract import RunEvent
 from streams.reorder import ReorderBuffer
 from semwatch.settings import Settings
 from semwatch.ingest.validation import validate_record
@@ -172,6 +172,7 @@ class SemwatchApp:
         app.timer(max(0.1, settings.reorder_idle_s / 4), name="release")(self._release_idle)
         app.task(self._announce_ready)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.before_wait_empty = self._process_held
         # Where incidents go, in this order at each checkpoint: the incidents topic (acked by the
         # broker), then the counters and the log.
@@ -359,9 +360,9 @@ class SemwatchApp:
         started = time.perf_counter()
         engine = self.engine_for(partition)
         before = _counts(engine)
-        incidents: list[Incident] = []
-        for event, _ in ready:
-            incidents.extend(engine.process(event))
+        # One batch: released in event-time order across apps, so an app whose events come first
+        # is not quiet while another app's later-dated events follow (semwatch/engine/core.py).
+        incidents = engine.process_batch(event for event, _ in ready)
         self.metrics.engine_counts(before, _counts(engine))
         if incidents:
             self._export_open_incidents()
@@ -413,11 +414,23 @@ class SemwatchApp:
         self._flushing = False  # after a rebalance's wait for acks: hold events again
         for tp in revoked:
             if tp.topic == self.keyed_topic.get_topic_name():
+                # Rebuilt from the table after recovery (which may add records to it).
                 self.engines.pop(tp.partition, None)
                 self.buffers.pop(tp.partition, None)  # unacked: the new owner reads them again
-                prefix = f"{tp.partition}|"
-                for key in [k for k in list(self.table.data.keys()) if k.startswith(prefix)]:
-                    self.table.data.pop(key, None)
+
+    async def _on_assigned(self, app, assigned, **kwargs) -> None:
+        """Forget the state of keyed partitions this worker no longer has.
+
+        Not at revocation: every rebalance revokes the whole assignment first, and Faust's recovery
+        of a partition assigned again reads its changelog only from where the table already is.
+        Emptying the table there lost every state entry not written again since the last recovery
+        (the kill-loop test: an open incident's state, never resolved). A partition that comes
+        back later is recovered from the start of its changelog, onto an empty slice.
+        """
+        keyed = self.keyed_topic.get_topic_name()
+        mine = {str(tp.partition) for tp in assigned if tp.topic == keyed}
+        for key in [k for k in list(self.table.data.keys()) if k.partition("|")[0] not in mine]:
+            self.table.data.pop(key, None)
 
     def _count_refused_records(self) -> None:
         # The codec is one object per process, without the worker's metrics: it counts, we export.

@@ -1,6 +1,6 @@
 """Every use of a Faust (or aiokafka) internal in semwatch, in one place, with the reason for it.
 
-Faust's public API covers apps, topics, agents and tables. semwatch needs four things it does not
+Faust's public API covers apps, topics, agents and tables. semwatch needs five things it does not
 offer; each is done here, and :func:`check` verifies at start-up that the internals still exist, so
 a Faust upgrade that moves one fails with a clear message instead of misbehaving at run time.
 
@@ -22,16 +22,33 @@ a Faust upgrade that moves one fails with a clear message instead of misbehaving
    from key/value types only and overwrote the shared schema with JSON.
 4. **Holding a message's ack until its events are processed**: ``Message.incref(n)`` for packed
    records that carry several events (each event's ``ack()`` then decrements it).
+5. **Changelog recovery reads to the real end of each partition.** Faust recovers a table until the
+   offset before the partition's end as ListOffsets reports it. The embedded broker (Tansu) reports
+   the end as the *last batch's first offset* + 1, and a changelog write is one batch of many
+   records: recovery stopped after the first record of the last batch and the rest of it was lost
+   (a restarted worker forgot the last batch's run subjects, dedup ids and detector state; by
+   Faust's code, records fetched past that point wait in its recovery buffer until the next
+   recovery applies them, over newer state).
+   ``_ConsumerThread._highwaters`` (what ``Recovery._build_highwaters`` asks) reads each partition
+   on from the reported end - 1 with a group-less consumer until nothing more comes, and reports
+   the offset after the last record read. With a broker that reports the end correctly this reads
+   one record and changes nothing. Internals: ``AIOKafkaConsumerThread._highwaters``,
+   ``AIOKafkaConsumerThread._create_client_consumer``.
 
 Tested with faust-streaming 0.15.3, the latest release on PyPI on 2026-12-04.
 """
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Optional
+import asyncio
+import logging
+from typing import Awaitable, Callable, Mapping, Optional
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger("semwatch.worker")
 
 
 class FaustInternalsChanged(RuntimeError):
@@ -43,6 +60,8 @@ _REQUIRED = (
     (faust.App, "_consumer_wait_empty"),
     (faust_aiokafka.Consumer, "_new_consumer_thread"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_client_consumer"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_highwaters"),
     (faust_aiokafka.Transport, "Consumer"),
 )
 
@@ -69,6 +88,45 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions):
+        ends = await super()._highwaters(partitions)
+        if self.consumer.in_transaction or not any(ends.values()):
+            return ends
+        reader = self._create_client_consumer(self.transport)
+        reader._fetch_max_wait_ms = min(self.fetch_max_wait_ms, 200)
+        return await read_to_end(reader, ends)
+
+
+async def read_to_end(reader, ends: Mapping, timeout_s: float = 30.0) -> dict:
+    """The offset after each partition's last record, reading on from ``ends`` (what ListOffsets
+    said) - 1 with ``reader`` (an unstarted group-less aiokafka consumer, stopped here) until two
+    polls in a row bring nothing (see 5. in the module docstring)."""
+    out = dict(ends)
+    tps = {TopicPartition(tp.topic, tp.partition): tp for tp, end in ends.items() if end}
+    loop = asyncio.get_running_loop()
+    try:
+        if not tps:
+            return out
+        await reader.start()
+        reader.assign(list(tps))
+        for tp, key in tps.items():
+            reader.seek(tp, ends[key] - 1)
+        deadline = loop.time() + timeout_s
+        empty = 0
+        while empty < 2 and loop.time() < deadline:
+            got = await reader.getmany(timeout_ms=200)
+            empty = 0 if got else empty + 1
+            for tp, records in got.items():
+                key = tps[TopicPartition(tp.topic, tp.partition)]
+                out[key] = max(out[key], records[-1].offset + 1)
+    finally:
+        await reader.stop()  # also when never started: an unclosed consumer is logged as an error
+    for key, end in out.items():
+        if end != ends[key]:
+            log.info("changelog %s/%d: the broker reports its end at %s, records run to %d; "
+                     "recovering to %d", key.topic, key.partition, ends[key], end, end)
+    return out
 
 
 class _Consumer(faust_aiokafka.Consumer):

@@ -125,3 +125,51 @@ def test_app_clocks_are_per_app_state():
     run(eng, chat("x", T0, 60, 1.0, 0.0, seed=8) + chat("y", T0 + 600, 60, 1.0, 0.0, seed=9))
     assert {k for k in eng.data if k.startswith(CLOCK_PREFIX)} == {CLOCK_PREFIX + "x", CLOCK_PREFIX + "y"}
     assert eng.watermark_of("x") < eng.watermark_of("y")
+
+
+def _with_fast_clock(events: list[dict], start: float, seconds: float, ahead_s: float = 1200.0) -> list[dict]:
+    """``events`` and app b's, arriving in step with them, but b's producer clock reads ``ahead_s``
+    ahead (less than max_clock_lead_s: the partition believes it)."""
+    b = chat("b", start, seconds, 0.5, 0.0, seed=4)
+    arrivals = [(e["ts"], e) for e in events] + [(e["ts"], {**e, "ts": e["ts"] + ahead_s}) for e in b]
+    return [e for _, e in sorted(arrivals, key=lambda x: x[0])]
+
+
+def test_an_app_whose_clock_runs_20_minutes_ahead_makes_nothing_of_another_app_late():
+    # Quiet is time without events, not a clock behind another's: app a sends all along, so its
+    # time stays its own (it used to be moved on as if quiet: its events late, its spike missed).
+    events, onset = refusal_spike_of_app_a()
+    events.sort(key=lambda e: e["ts"])
+    clean = run(engine(), events)
+    eng = engine()
+    out = run(eng, _with_fast_clock(events, onset - 30 * 60, 3600))
+    assert eng.stats.late == 0
+    key = lambda i: (i.detector, i.event_action, i.detected_at, i.dedup_key)  # noqa: E731
+    assert [key(i) for i in out if i.segment.get("app") == "a"] == [key(i) for i in clean]
+    assert any(i.event_action == "trigger" for i in clean)
+
+
+def test_a_quiet_app_behind_a_fast_clock_still_resolves():
+    events, onset = refusal_spike_of_app_a()
+    events = sorted((e for e in events if e["ts"] < onset + 10 * 60), key=lambda e: e["ts"])
+    out = run(engine(), _with_fast_clock(events, onset - 30 * 60, 3 * HOUR))
+    spikes = [i for i in out if i.kind == "false_refusal_spike" and i.segment.get("app") == "a"]
+    assert [i.event_action for i in spikes] == ["trigger", "resolve"]
+
+
+def test_a_batch_released_in_event_time_order_makes_no_app_of_it_quiet():
+    # A worker releases each batch in event-time order across apps: app b's events (20 minutes
+    # ahead) all come after app a's. Within the batch app a is not quiet, so its later events
+    # are not late. (Event by event, a backlog of such batches used to move app a on.)
+    events, onset = refusal_spike_of_app_a()
+    events.sort(key=lambda e: e["ts"])
+    clean = run(engine(), events)
+    arrivals = _with_fast_clock(events, onset - 30 * 60, 3600)
+    eng = engine()
+    out = []
+    for start in range(0, len(arrivals), 2000):
+        batch = sorted(arrivals[start:start + 2000], key=lambda e: e["ts"])
+        out += eng.process_batch([RunEvent.model_validate(e) for e in batch])
+    assert eng.stats.late == 0
+    key = lambda i: (i.detector, i.event_action, i.detected_at, i.dedup_key)  # noqa: E731
+    assert [key(i) for i in out if i.segment.get("app") == "a"] == [key(i) for i in clean]

@@ -133,3 +133,70 @@ def test_the_worker_consumer_uses_the_configured_fetch_wait():
             await consumer.stop()
 
     assert asyncio.run(build()) == 50
+
+
+class _Steps:
+    """Records the steps of one detect batch, in order; ``fail`` names the step that raises."""
+
+    def __init__(self, fail: str = ""):
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def step(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise ConnectionError(f"broker gone during {name}")
+
+    def add(self, incident) -> None:
+        self.step(f"send {incident.event_action}")
+
+    async def flush(self) -> None:
+        self.step("incidents acked")
+
+    async def write_changelog(self, partition, engine) -> None:
+        self.step("changelog acked")
+
+    def ack(self) -> None:
+        self.step("offset ack")
+
+
+def _wrong_entity_batch(run: str) -> list:
+    from semwatch.contract import RunEvent
+
+    base = {"schema_version": "1", "run_id": run, "app": run, "route": "refunds", "model": "m"}
+    return [RunEvent.model_validate({**base, "event_id": f"{run}-0", "ts": 1767600000.0,
+                                     "subject": {"order_id": ["#W1"]}}),
+            RunEvent.model_validate({**base, "event_id": f"{run}-1", "ts": 1767600001.0, "tool_calls": [
+                {"name": "refund_order", "arguments": {"order_id": "#W2", "amount": 5.0}}]})]
+
+
+@pytest.mark.parametrize("fail", ["", "incidents acked", "changelog acked"])
+def test_a_batch_sends_its_incidents_then_writes_its_state_then_acks_its_offsets(app, monkeypatch, fail):
+    # The order docs/guarantees.md relies on: a crash between two steps replays the batch onto a
+    # state that does not yet hold it (the same incidents again, same ids), never the other way round.
+    steps = _Steps(fail)
+    monkeypatch.setattr(app, "sinks", [steps])
+    monkeypatch.setattr(app, "_write_changelog", steps.write_changelog)
+    batch = [(event, steps) for event in _wrong_entity_batch(f"order-{fail or 'ok'}")]
+    if fail:
+        with pytest.raises(ConnectionError):
+            asyncio.run(app._process(3, batch))
+    else:
+        asyncio.run(app._process(3, batch))
+    order = ["send trigger", "incidents acked", "changelog acked", "offset ack", "offset ack"]
+    assert steps.calls == order[:order.index(fail) + 1 if fail else len(order)]
+
+
+def test_a_rebalance_keeps_the_state_of_partitions_assigned_again(app):
+    # Every rebalance revokes the whole assignment first; Faust then recovers a partition assigned
+    # again only from where its table already is. Its state must still be there then.
+    from faust.types import TP
+
+    keyed = app.keyed_topic.get_topic_name()
+    app.table.data.update({"0|__engine__|a": "kept", "1|__engine__|b": "moved away"})
+    app.engine_for(0)
+    asyncio.run(app._on_revoked(app.app, {TP(keyed, 0), TP(keyed, 1)}))
+    assert 0 not in app.engines  # rebuilt from the recovered table when next needed
+    asyncio.run(app._on_assigned(app.app, {TP(keyed, 0), TP("semwatch.runs", 1)}))
+    assert app.table.data.get("0|__engine__|a") == "kept"
+    assert "1|__engine__|b" not in app.table.data  # recovered from its changelog's start if it comes back

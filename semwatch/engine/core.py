@@ -10,11 +10,17 @@ Time is kept per app (the partition key), so no app's clock can hurt another's d
   app's segments follow that app's events only. A producer whose clock runs fast (or one event
   dated 2999) makes nothing of any other app late, and resolves or forgets nothing of theirs.
 - An app that goes quiet still has to resolve its open incidents and let its idle state expire.
-  Its time is moved on by the partition's *robust* time once its own clock is more than
-  ``idle_app_s`` behind it. The robust time is the latest event time of the partition, except that
-  an app whose clock jumps more than ``max_clock_lead_s`` ahead of it is not believed (its own
-  clock goes on; the partition's does not) until the partition's time catches up: one event dated
-  2999 moves no other app's time.
+  An app is quiet once the partition's time has gone on ``idle_app_s`` since the app was last
+  heard from; its time then goes on at the partition's pace, keeping the distance its clock had
+  from the partition's when last heard. Quiet is not "its clock is behind": an app whose producer's
+  clock is 20 minutes behind another's is not quiet while it sends, and its events are not made
+  late. For this the partition's time counts a leap (one event far ahead of the partition, as when a
+  producer with a fast clock starts sending) as at most ``idle_app_s / 2``: the apps it leaves
+  behind have time to be heard from before they count as quiet.
+- The partition's *robust* time (expiry) is its latest event time, except that an app whose clock
+  jumps more than ``max_clock_lead_s`` ahead of it is not believed (its own clock goes on; the
+  partition's does not) until the partition's time catches up: one event dated 2999 moves no other
+  app's time.
 
 Effectively-once: an app remembers the ids of its events of the last ``dedup_window_s`` of its
 event time (hashed, in buckets of ``dedup_bucket_s``, at most ``dedup_max_ids`` per app); an event
@@ -51,7 +57,7 @@ RUN_EVICTION_SCAN = 64  # established keys an app on probation looks through for
 SEEN_PREFIX = "__seen__|"  # + app + "|" + bucket: ids of that app's events in one bucket of time
 
 
-@state_type("app_clock")
+@state_type("app_clock", version=2)
 @dataclass(slots=True)
 class AppClock(PlainState):
     """One app's event time and bookkeeping (plain data, changelogged like detector state)."""
@@ -60,6 +66,10 @@ class AppClock(PlainState):
     next_tick: float = -math.inf
     next_sweep: float = -math.inf
     events: int = 0  # events seen (an app is on probation until it has sent enough)
+    # Version 2: the partition's time at the app's latest event (quiet time: leaps capped), and the
+    # app's own time minus it then (a version 1 record has neither: its app counts as in step).
+    heard_at: float = -math.inf
+    lead: float = 0.0
 
 
 @state_type("engine_clock")
@@ -111,8 +121,9 @@ class EngineOptions:
     # resolves at once; the config file's default holds resolves 10 min).
     correlation_window_s: float = 900.0
     resolve_cooldown_s: float = 0.0
-    # A quiet app's time follows the partition's robust time once it is this far behind; an app
-    # ahead of the partition's time by more than max_clock_lead_s does not move it.
+    # An app not heard from while the partition's time went on this long is quiet: its time goes on
+    # with the partition's. An app ahead of the partition's time by more than max_clock_lead_s
+    # does not move it.
     idle_app_s: float = 600.0
     max_clock_lead_s: float = 6 * 3600.0
     # Dedup memory per app (see the module docstring).
@@ -184,6 +195,8 @@ class Engine(StateAccess):
         self._app_segments: dict[str, int] = {}  # app -> segments it holds, over all detectors
         self._clocks: dict[str, AppClock] = {}  # app -> its clock (the same objects as in data)
         self._robust = -math.inf  # the partition's robust event time (see the module docstring)
+        self._quiet_time = -math.inf  # the partition's time that quiet is measured in (ditto)
+        self._batch_apps: set[str] = set()  # apps of the batch in process_batch: none is quiet
         self.suspect_apps: set[str] = set()  # apps whose clocks ran ahead: not believed
         self._next_quiet_check = -math.inf  # robust time of the next look at quiet apps
         self._next_sweep = -math.inf  # ... and of the next sweep of idle state
@@ -221,6 +234,11 @@ class Engine(StateAccess):
             return
         self.suspect_apps.discard(app)
         if ts > self._robust:
+            if self._robust > -math.inf:
+                # A leap counts as at most half of idle_app_s towards other apps' quiet time.
+                self._quiet_time += min(ts - self._robust, self.options.idle_app_s / 2)
+            else:
+                self._quiet_time = ts
             self._robust = ts
 
     def rebuild_indexes(self) -> None:
@@ -249,6 +267,8 @@ class Engine(StateAccess):
             median = times[len(times) // 2]
             self._robust = max(t for t in times if t <= median + self.options.max_clock_lead_s)
             self.suspect_apps = {a for a, c in self._clocks.items() if c.max_ts > self._robust}
+        self._quiet_time = max((c.heard_at for c in self._clocks.values() if c.heard_at > -math.inf),
+                               default=self._robust)
         self.changes.reset_index(key for _, key in sorted(scopes))
         self.problems.reset_index(self.data.items())
         for _, name, key, active, app in sorted(entries):
@@ -365,8 +385,21 @@ class Engine(StateAccess):
         return self._drain()
 
     def process_batch(self, events: Iterable[RunEvent]) -> list[Incident]:
-        for event in events:
-            self._handle(event)
+        """Events that arrived together (a worker's batch, released in event-time order across
+        apps): no app of the batch counts as quiet while it is processed, however far another
+        app's clock takes the partition's time meanwhile, and each is heard from at its end."""
+        events = list(events)
+        self._batch_apps = {event.app for event in events}
+        try:
+            for event in events:
+                self._handle(event)
+        finally:
+            for app in self._batch_apps:
+                clock = self._clocks.get(app)
+                if clock is not None:
+                    clock.heard_at = self._quiet_time
+                    clock.lead = clock.max_ts - self._quiet_time
+            self._batch_apps = set()
         return self._drain()
 
     def advance_to(self, ts: float) -> list[Incident]:
@@ -459,9 +492,16 @@ class Engine(StateAccess):
                 detector.observe(event, self._ctx)
             except Exception:  # a detector bug must not stop the stream (or loop a worker)
                 self._detector_failed(detector, "observe", event)
-        if event.ts > clock.max_ts:
+        advanced = event.ts > clock.max_ts
+        if advanced:
             clock.max_ts = event.ts
             self._note_time(app, event.ts)
+        # Quiet is judged by the partition's time since an app was last heard from, not by how far
+        # its clock is behind: another producer's clock running ahead must not make this app quiet
+        # (its time moved on, its own events then all late). Written with the clock at its ticks.
+        clock.heard_at = self._quiet_time
+        clock.lead = clock.max_ts - self._quiet_time
+        if advanced:
             self._tick(app, clock)
             self._move_quiet_apps()
         if self.problems.waiting:
@@ -469,7 +509,7 @@ class Engine(StateAccess):
         self._ctx.late = False
 
     def _move_quiet_apps(self) -> None:
-        """Quiet apps follow the partition's robust time (checked once per tick of it)."""
+        """Quiet apps' time goes on with the partition's (checked once per tick of robust time)."""
         robust = self.robust_time
         behind = robust - self.options.idle_app_s
         if behind == -math.inf or self._next_quiet_check > robust:
@@ -481,9 +521,14 @@ class Engine(StateAccess):
         apps = list(self._clocks) if sweep else [a for a, keys in self._active.items() if keys]
         for app in apps:
             clock = self._clocks.get(app)
-            if clock is None or clock.max_ts >= behind:
+            if clock is None or app in self._batch_apps:
                 continue
-            clock.max_ts = behind
+            heard = clock.heard_at if clock.heard_at > -math.inf else clock.max_ts
+            # Its own time, gone on at the partition's pace since it was quiet.
+            target = self._quiet_time + clock.lead - self.options.idle_app_s
+            if self._quiet_time - heard <= self.options.idle_app_s or clock.max_ts >= target:
+                continue
+            clock.max_ts = target
             self._put_raw(CLOCK_PREFIX + key_part(app), clock)
             self._tick(app, clock)
         if sweep:
@@ -554,7 +599,7 @@ class Engine(StateAccess):
 
         Keys are visited least recently seen first; the visit stops at the first key that is
         recent even by the partition's robust time (the apps behind it are at most idle_app_s
-        behind, having been moved on)."""
+        behind, having been moved on, or are sending: their keys were just touched)."""
         self._settle_touched()
         robust_wm = self.robust_time - self.options.allowed_lateness_s
         for detector in self.detectors:

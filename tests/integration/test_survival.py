@@ -128,23 +128,6 @@ def _replay(events: list[dict], config_dir: Path = REPO / "config") -> list[dict
     return out
 
 
-@pytest.fixture
-def broker():
-    b = EmbeddedBroker().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def workers():
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:  # always cleaned up, whatever the test did
-        if w.alive():
-            w.stop(timeout=20)
-        w.kill9()
-
-
 # -- 1. kill -9 mid-stream ------------------------------------------------------------------------
 def test_kill9_mid_stream_loses_nothing_and_recovers_state_from_the_changelog(broker, workers, tmp_path):
     # Phase A: normal traffic, three complete wrong-entity runs and the *subject* events of four
