@@ -39,7 +39,10 @@ def _event(i: int, run_id: str, **extra) -> dict:
 def _traffic(first: int, wrong_run: str) -> list[dict]:
     subject = {"user_id": ["u_1"], "order_id": ["#W1"]}
     good = [_event(first + i, f"run-ok-{first + i}", subject=subject) for i in range(20)]
-    wrong = _event(first + 30, wrong_run, subject=subject, finish_reason="tool_calls", tool_calls=[
+    # Each wrong run on a route of its own: a second wrong run of the same segment would join the
+    # first one's open incident (one page per problem) instead of raising its own.
+    wrong = _event(first + 30, wrong_run, route=f"refunds-{wrong_run}", subject=subject,
+                   finish_reason="tool_calls", tool_calls=[
         {"name": "refund_order", "call_id": "c1", "arguments": {"order_id": "#W9", "amount": 30},
          "side_effect": True}])
     return good + [wrong]

@@ -262,6 +262,9 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     trigger = triggers[0]
     assert trigger["severity"] == "SEV-1", trigger
     key = trigger["dedup_key"]
+    # PagerDuty pages problems: its dedup_key is the incident's group_key (one page per problem).
+    pd_key = trigger["group_key"]
+    assert pd_key, trigger
 
     # 2. The pager agent pages it: Alertmanager notifies the webhook, PagerDuty gets a trigger.
     firing = _wait(lambda: next((a for a in webhook.alerts()
@@ -275,7 +278,7 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
     assert labels["dedup_key"] == key and labels["app"] == APP and labels["route"] == ROUTE
     assert labels["source"] == "semwatch-pager"
     assert "run_id" not in labels
-    pd_trigger = _wait(lambda: next((e for e in pagerduty.of(key) if e["event_action"] == "trigger"), None),
+    pd_trigger = _wait(lambda: next((e for e in pagerduty.of(pd_key) if e["event_action"] == "trigger"), None),
                        30, "the PagerDuty trigger", diagnostics)
     assert pd_trigger["path"] == "/v2/enqueue" and pd_trigger["routing_key"] == ROUTING_KEY
     assert pd_trigger["payload"]["severity"] == "critical"
@@ -297,9 +300,9 @@ def test_wrong_entity_action_is_paged_and_resolved(broker, worker, pager, alertm
                                    if a["labels"].get("dedup_key") == key and a["status"] == "resolved"), None),
                      90, "the resolved page at the webhook", diagnostics)
     assert resolved["labels"] == labels
-    _wait(lambda: any(e["event_action"] == "resolve" for e in pagerduty.of(key)), 30,
+    _wait(lambda: any(e["event_action"] == "resolve" for e in pagerduty.of(pd_key)), 30,
           "the PagerDuty resolve", diagnostics)
-    assert [e["event_action"] for e in pagerduty.of(key)] == ["trigger", "resolve"]  # paged once
+    assert [e["event_action"] for e in pagerduty.of(pd_key)] == ["trigger", "resolve"]  # paged once
     assert len([a for a in webhook.alerts() if a["labels"].get("dedup_key") == key
                 and a["status"] == "firing"]) == 1, "Alertmanager notified the firing alert once"
 
