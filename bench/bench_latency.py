@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_worker import (create_topic, loadavg, proc_cpu, start_workers,  # noqa: E402
-                          worker_env)
+from bench_worker import create_topic, loadavg, proc_cpu, start_workers, worker_env  # noqa: E402
+
 from semwatch.broker import EmbeddedBroker  # noqa: E402
 from semwatch.simulator.generate import generate  # noqa: E402
 from tests.support import scrape  # noqa: E402

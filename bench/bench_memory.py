@@ -135,6 +135,7 @@ class WorkerMemory:
 
 def worker_memory(broker, n: int, partitions: int = 4, timeout: float = 600.0) -> WorkerMemory:
     from kafka import KafkaProducer
+
     from tests.support import scrape
 
     app_id = f"mem-{uuid.uuid4().hex[:6]}"

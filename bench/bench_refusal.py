@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import refusal_patterns_v1 as rpat  # noqa: E402  (bench/: the retired hand-written patterns, for comparison)
 import train_refusal_model as trainer  # noqa: E402
 
 from semwatch.enrich import refusal_model as rmodel  # noqa: E402
-import refusal_patterns_v1 as rpat  # noqa: E402  (bench/: the retired hand-written patterns, for comparison)
 
 SET_A = ROOT / "tests" / "data" / "refusal_texts_independent_a.jsonl"
 SET_B = ROOT / "tests" / "data" / "refusal_texts_independent_b.jsonl"   # sealed

@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from semwatch.config import load_config  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import RunEvent  # noqa: E402
 from semwatch.offline.replay import replay_events, replay_file  # noqa: E402
 from semwatch.offline.tune import enrich  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 
 
 def recording(args) -> Path:

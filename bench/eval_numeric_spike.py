@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+import detectors.rate_spike  # noqa: E402,F401  (registers the types)
+from semwatch.contract import RunEvent, parse_ts  # noqa: E402
+from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
 from semwatch.engine.detector import REGISTRY, DetectorEnv  # noqa: E402
-import detectors.rate_spike, detectors.run_outlier, detectors.runaway_loop  # noqa: E402,F401  (registers the types)
 from semwatch.enrich import Enrichment  # noqa: E402
 from semwatch.enrich.prices import PriceTable, Pricing  # noqa: E402
-from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
 from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
-from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 
 SLACK_S = 300.0
 TYPES = ("run_outlier", "runaway_loop", "rate_spike")

@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from semwatch.engine.detector import DetectorEnv  # noqa: E402
 from detectors.false_refusal_spike import RefusalSpikeDetector, RefusalSpikeParams  # noqa: E402
-from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
+from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
+from semwatch.engine.detector import DetectorEnv  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 
 SLACK_S = 300.0
 

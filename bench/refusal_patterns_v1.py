@@ -676,7 +676,6 @@ def _hits(t: str) -> list:
 def _features(t: str) -> dict:
     """Return {feature_name: logit contribution} for normalised text ``t``."""
     feats: dict = {}
-    n = len(t)
 
     hits = _hits(t)
     tail_decline = False

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_worker as bw  # noqa: E402
+
 from semwatch.broker import EmbeddedBroker  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def main() -> None:
         rows.append(raw)
         bw.print_row(raw)
         noops, x1s = [], []
-        for i in range(args.repeat):
+        for _ in range(args.repeat):
             noops.append(bw.faust_noop(broker.bootstrap, topic, n))
             bw.print_row(noops[-1])
             x1s.append(bw.semwatch_workers(broker, topic, n, 1, args.partitions))

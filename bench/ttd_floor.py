@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from semwatch.enrich.refusal_model import is_refusal  # noqa: E402
 from semwatch.contract import parse_ts  # noqa: E402
+from semwatch.enrich.refusal_model import is_refusal  # noqa: E402
 
 HORIZON_S = 1800.0  # look this far past a window's start
 

@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from semwatch.config import load_config  # noqa: E402
-from semwatch.offline.evaluate import detector_kinds, evaluate, format_table  # noqa: E402
-from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 from semwatch.contract import is_optional  # noqa: E402
+from semwatch.offline.evaluate import detector_kinds, evaluate, format_table  # noqa: E402
 from semwatch.offline.replay import replay_events  # noqa: E402
 from semwatch.offline.tune import load_events, tune, write_report, write_tuned_config  # noqa: E402
+from semwatch.simulator.generate import generate, parse_duration, parse_time  # noqa: E402
 
 
 def write_dataset(seed: int, start: float, duration: float, rate: float,

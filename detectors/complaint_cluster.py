@@ -41,8 +41,8 @@ from pydantic import Field
 
 from semwatch.contract import RunEvent, redact
 from semwatch.engine.detector import Context, register, unit_event
-from semwatch.engine.state import state_type
 from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
+from semwatch.engine.state import state_type
 
 ANSWERED = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "completed"})
 _ESCALATION_KEYS = ("escalated", "escalation", "escalated_to_human", "handoff")

@@ -72,13 +72,13 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from semwatch.engine.formatting import duration
-from semwatch.engine.tuning import Point, SignalProbe
-from semwatch.engine.detector import Context, Detector, DetectorParams, Evidence, SegmentState, register
-from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
-from semwatch.engine.state import state_type
 from semwatch.contract import RunEvent
 from semwatch.contract.redact import redact
+from semwatch.engine.detector import Context, Detector, DetectorParams, Evidence, SegmentState, register
+from semwatch.engine.formatting import duration
+from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
+from semwatch.engine.state import state_type
+from semwatch.engine.tuning import Point, SignalProbe
 
 # Bucket row layout (plain lists keep the state record small). _WHO: crc32 of the conversations
 # (else runs) of its refusals, at most min_conversations of them: enough to tell whether a window

@@ -30,8 +30,8 @@ from pydantic import Field
 from semwatch.contract import RunEvent
 from semwatch.engine.baselines import SampleRing
 from semwatch.engine.detector import Context, register, unit_event
-from semwatch.engine.state import state_type
 from semwatch.engine.share import NormRingParams, ShareSpikeDetector, ShareState
+from semwatch.engine.state import state_type
 
 
 class GroundingDropParams(NormRingParams):

@@ -47,8 +47,8 @@ from pydantic import Field
 from semwatch.contract import RunEvent, ToolCall, redact
 from semwatch.engine.detector import Context, register, unit_event
 from semwatch.engine.json_schema import problems as schema_problems
-from semwatch.engine.state import state_type
 from semwatch.engine.share import ShareParams, ShareSpikeDetector, ShareState
+from semwatch.engine.state import state_type
 from semwatch.engine.tools import ToolMap
 
 #: A whole string that is a template slot: <order_id>, {order_id}, {{order_id}}, ${ORDER_ID}, [ORDER_ID].

@@ -24,13 +24,21 @@ from pydantic import Field, model_validator
 
 from semwatch.contract import RunEvent
 from semwatch.engine.baselines import DailyBaseline, ewma_alpha
-from semwatch.engine.tuning import Point, Rel, SignalProbe
-from semwatch.engine.detector import (SEVERITY_ORDER, Context, Detector, DetectorParams, SegmentState,
-                                      escalate, register, unit_event)
+from semwatch.engine.detector import (
+    SEVERITY_ORDER,
+    Context,
+    Detector,
+    DetectorParams,
+    SegmentState,
+    escalate,
+    register,
+    unit_event,
+)
 from semwatch.engine.fields import default_kind, segment_getter, value_getter
 from semwatch.engine.formatting import amount, duration, segment_text
 from semwatch.engine.lifecycle import Lifecycle, LifecyclePolicy
 from semwatch.engine.state import state_type
+from semwatch.engine.tuning import Point, Rel, SignalProbe
 
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]

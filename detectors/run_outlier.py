@@ -30,13 +30,20 @@ from pydantic import Field, model_validator
 
 from semwatch.contract import RunEvent
 from semwatch.engine.baselines import SampleRing
-from semwatch.engine.tuning import Rel
-from semwatch.engine.tuning import Point, ProbeUnavailable, SignalProbe
-from semwatch.engine.detector import (Context, Detector, DetectorParams, SegmentState, escalate,
-                                      finite_or_none, register, unit_event)
+from semwatch.engine.detector import (
+    Context,
+    Detector,
+    DetectorParams,
+    SegmentState,
+    escalate,
+    finite_or_none,
+    register,
+    unit_event,
+)
 from semwatch.engine.fields import default_kind, segment_getter, value_getter
 from semwatch.engine.formatting import amount, duration, segment_text
 from semwatch.engine.state import state_type
+from semwatch.engine.tuning import Point, ProbeUnavailable, Rel, SignalProbe
 
 KindName = Literal["token_spike", "cost_spike", "threshold"]
 Direction = Literal["up", "down", "both"]

@@ -16,8 +16,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from detectors.run_outlier import RunOutlier, RunOutlierParams
-from semwatch.engine.tuning import Point, Rel, SignalProbe
 from semwatch.engine.detector import register
+from semwatch.engine.tuning import Point, Rel, SignalProbe
 
 
 class RunawayLoopParams(RunOutlierParams):

@@ -34,12 +34,12 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import Field
 
-from semwatch.engine.tuning import ProbeUnavailable
+from semwatch.contract import RunEvent, ToolCall
 from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState, escalate, register
 from semwatch.engine.formatting import segment_label, window_label
 from semwatch.engine.state import state_type
 from semwatch.engine.tools import ToolMap, ids_in_result
-from semwatch.contract import RunEvent, ToolCall
+from semwatch.engine.tuning import ProbeUnavailable
 
 RUN_MARK = "\x00run"  # first value of a run state's segment: never collides with label values
 MAX_EVIDENCE_CALLS = 5

@@ -15,11 +15,11 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from detectors.wrong_entity_action import RunScopeMixin, RunScopeParams, RunState, run_segment, scope_runs
 from semwatch.contract import RunEvent
-from semwatch.engine.tuning import Rel
 from semwatch.engine.detector import Context, DetectorParams, SegmentState, register
 from semwatch.engine.formatting import segment_label, window_label
 from semwatch.engine.tools import ToolMap
-from semwatch.engine.windows import Bucket, WindowParams, WindowState, WindowedDetector
+from semwatch.engine.tuning import Rel
+from semwatch.engine.windows import Bucket, WindowedDetector, WindowParams, WindowState
 
 
 class WrongEntityRateParams(RunScopeParams, WindowParams):

@@ -44,11 +44,11 @@ from typing import Any, ClassVar, Literal, Optional, Union
 from pydantic import Field, ValidationInfo, field_validator
 
 from semwatch.contract import RunEvent
-from semwatch.engine.tuning import LEVEL, Rel
 from semwatch.engine.detector import Context, DetectorParams, register
 from semwatch.engine.fields import as_number, field_value, normalized_scalar, truthy
 from semwatch.engine.formatting import segment_label, window_label
-from semwatch.engine.windows import Bucket, WindowParams, WindowState, WindowedDetector
+from semwatch.engine.tuning import LEVEL, Rel
+from semwatch.engine.windows import Bucket, WindowedDetector, WindowParams, WindowState
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 NUMERIC_AGGREGATES = ("mean", "sum") + tuple(PERCENTILES)
@@ -170,7 +170,7 @@ class ThresholdParams(WindowParams):
         if value is None:
             return value
         try:
-            for _, name, spec, conv in string.Formatter().parse(value):
+            for _, name, _spec, _conv in string.Formatter().parse(value):
                 if name is None:
                     continue
                 if name not in SUMMARY_FIELDS:

@@ -16,10 +16,10 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
-disable_created_metrics()  # the *_created series only add noise to dashboards
-
 from semwatch.contract import Incident, parse_ts
 from sinks.base import IncidentSink
+
+disable_created_metrics()  # the *_created series only add noise to dashboards
 
 DEAD_LETTER_REASONS = ("undecodable", "invalid_json", "schema", "oversized", "clock")
 # Response KPIs, in seconds of event time: from the first anomalous evidence to the trigger

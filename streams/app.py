@@ -33,18 +33,17 @@ import faust
 from pydantic import ValidationError
 
 from semwatch.config import SemwatchConfig
-from semwatch.contract.feedback import FalseAlarmMark
-from streams import hop
-from semwatch.engine.core import Engine
 from semwatch.contract import RunEvent
-from streams.reorder import ReorderBuffer
-from semwatch.settings import Settings
+from semwatch.contract.feedback import FalseAlarmMark
+from semwatch.engine.core import Engine
 from semwatch.ingest.validation import validate_record
+from semwatch.settings import Settings
 from sinks.base import IncidentSink
 from sinks.kafka import KafkaIncidentSink
 from sinks.log import LogSink
 from sinks.metrics import MetricsSink, WorkerMetrics
-from streams import faust_compat, state_codec
+from streams import faust_compat, hop, state_codec
+from streams.reorder import ReorderBuffer
 
 log = logging.getLogger("semwatch.worker")
 

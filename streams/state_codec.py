@@ -23,8 +23,8 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from semwatch.engine.state import STATE_TYPES, PlainState, tag_of
 from semwatch.engine import state_format
+from semwatch.engine.state import STATE_TYPES, PlainState, tag_of
 from semwatch.engine.state_format import StateDecodeError, StateEncodeError
 
 log = logging.getLogger("semwatch.state")

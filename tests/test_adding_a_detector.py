@@ -18,8 +18,7 @@ from pydantic import Field
 
 from semwatch.config import load_config
 from semwatch.contract import RunEvent
-from semwatch.engine.detector import (Context, Detector, DetectorParams, SegmentState, register,
-                                      unit_event)
+from semwatch.engine.detector import Context, Detector, DetectorParams, SegmentState, register, unit_event
 from semwatch.engine.lifecycle import Lifecycle
 from semwatch.engine.state import state_type
 from semwatch.engine.tuning import Point, SignalProbe

@@ -1,7 +1,7 @@
 """What changed recently: the suspected_changes of an incident."""
 
-from semwatch.engine.changes import WARMUP_S, ChangeTracker
 from semwatch.contract import RunEvent
+from semwatch.engine.changes import WARMUP_S, ChangeTracker
 
 
 def _ev(ts, **kw):

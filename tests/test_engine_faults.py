@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import math
 
-from semwatch.engine.detector import Detector, DetectorEnv, DetectorParams
-from semwatch.engine.baselines import SampleRing
 from detectors.wrong_entity_action import WrongEntityAction, WrongEntityParams
-from semwatch.engine.core import Engine
 from semwatch.contract import RunEvent
+from semwatch.engine.baselines import SampleRing
+from semwatch.engine.core import Engine
+from semwatch.engine.detector import Detector, DetectorEnv, DetectorParams
 
 T0 = 1_767_600_000.0
 

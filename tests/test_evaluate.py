@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from semwatch.contract import format_ts
 from semwatch.offline import evaluate as ev
 from semwatch.offline.evaluate import evaluate, scaled_sigmoid, segments_consistent
-from semwatch.contract import format_ts
 
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 SEG = {"app": "order-agent", "route": "refunds", "model": "m1"}

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from semwatch.engine.detector import DetectorEnv
 from detectors.rate_spike import RateSpike
 from detectors.run_outlier import RunOutlier
 from detectors.runaway_loop import RunawayLoop
-from semwatch.engine.fields import segment_getter
+from semwatch.contract import RunEvent, parse_ts
+from semwatch.engine import state_format
 from semwatch.engine.baselines import DailyBaseline, SampleRing
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine.detector import DetectorEnv
+from semwatch.engine.fields import segment_getter
 from semwatch.enrich import Enrichment
 from semwatch.enrich.prices import PriceTable, Pricing
-from semwatch.engine.core import Engine, EngineOptions
-from semwatch.engine import state_format
-from semwatch.contract import RunEvent, parse_ts
 
 START = parse_ts("2026-01-05T00:00:00Z")  # a Monday
 HOUR = 3600.0
@@ -87,7 +87,7 @@ def traffic(seed: int, start: float, duration: float, *, chat_rate: float = 0.8,
             ts = t + 60 * rng.random()
             rid = f"a{seed}-{n[0]}"
             ctx = 1500.0
-            for k in range(int(rng.integers(3, 7))):
+            for _ in range(int(rng.integers(3, 7))):
                 out.append(ev(ts, rid, "research-agent", "research", "gpt-4o", ctx,
                               90 * math.exp(0.5 * rng.standard_normal()),
                               tool_calls=[{"name": "web_search",
@@ -97,7 +97,7 @@ def traffic(seed: int, start: float, duration: float, *, chat_rate: float = 0.8,
         t += 60
     for i, t0 in enumerate(loops):
         ctx, ts = 2000.0, t0
-        for k in range(90):
+        for _ in range(90):
             out.append(ev(ts, f"loop-{i}", "research-agent", "research", "gpt-4o", ctx, 60,
                           tool_calls=[{"name": "web_search", "arguments": {"query": "same thing"}}]))
             ctx += 3000

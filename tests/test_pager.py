@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 
+import pydantic
 import pytest
-
 from support import AM_PATH, PD_PATH, Receiver
 
 from semwatch.contract import Incident, format_ts
@@ -485,7 +485,7 @@ def test_delivery_settings_come_from_the_environment_and_flags_win(pager_env):
     assert settings.pager.backoff_max_s == 7.0  # the environment
     assert settings.pager.segment_labels == ("app", "tenant")
     assert settings.pager.resend_interval_s == 60.0  # the default
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         settings.pager.request_timeout_s = 1  # frozen
     with pytest.raises(SettingsError, match="SEMWATCH_PAGER__RESEND_INTERVAL_S"):
         pager_settings(_args(resend_interval_s=0.0))

@@ -19,10 +19,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from semwatch.config import load_config
-from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
 from semwatch.contract.redact import redact
 from semwatch.ingest.validation import validate_record
+from semwatch.simulator.generate import generate
 from sinks.kafka import incident_record
 from sinks.metrics import WorkerMetrics
 

@@ -10,16 +10,16 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from semwatch.engine.detector import DetectorEnv
 from detectors.false_refusal_spike import (
     RefusalSpikeDetector,
     RefusalSpikeParams,
     RefusalSpikeState,
     binom_logsf,
 )
-from semwatch.engine.core import Engine, EngineOptions
-from semwatch.engine import state_format
 from semwatch.contract import RunEvent, parse_ts
+from semwatch.engine import state_format
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine.detector import DetectorEnv
 
 T0 = 1_767_571_200.0  # 2026-01-05T00:00:00Z
 HOUR = 3600.0

@@ -31,11 +31,12 @@ def ca_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ca")
     cert = out / "ca.pem"
     try:
+        import datetime as dt
+
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
-        import datetime as dt
     except ImportError:
         if shutil.which("openssl") is None:
             pytest.skip("neither the cryptography package nor the openssl CLI is available")

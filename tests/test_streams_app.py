@@ -9,10 +9,9 @@ import pytest
 from faust.types import Message
 from pydantic import ValidationError
 
-from streams import hop
 from semwatch.config import load_config
 from semwatch.settings import Settings
-from streams import state_codec
+from streams import hop, state_codec
 from streams.app import PartitionState, SemwatchApp
 from tests.support import REPO, engine_halfway
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from semwatch.engine.detector import DetectorEnv
-from rules.threshold import ThresholdParams, ThresholdRule, sketch_quantile, _sketch_key
-from semwatch.engine.core import Engine, EngineOptions
+from rules.threshold import ThresholdParams, ThresholdRule, _sketch_key, sketch_quantile
 from semwatch.contract import RunEvent, parse_ts
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine.detector import DetectorEnv
 
 T0 = 1_767_600_000.0  # a multiple of 60 and of 300
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semwatch.engine.detector import REGISTRY
-from semwatch.offline import tune as tn
 from semwatch.config import import_all_detectors, load_config
-from semwatch.offline.evaluate import Row, evaluate
-from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
-from semwatch.offline.replay import replay_events
+from semwatch.engine.detector import REGISTRY
 from semwatch.engine.tuning import candidates, describe, resolve_space, unknown_params
+from semwatch.offline import tune as tn
+from semwatch.offline.evaluate import Row, evaluate
+from semwatch.offline.replay import replay_events
+from semwatch.simulator.generate import generate
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"

@@ -8,12 +8,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from semwatch.engine.detector import DetectorEnv
-from semwatch.engine.tools import ToolMap, ids_in_result, name_words
 from detectors.wrong_entity_action import WrongEntityAction, WrongEntityParams, hash_entity
 from detectors.wrong_entity_rate import WrongEntityRate, WrongEntityRateParams
-from semwatch.engine.core import Engine, EngineOptions
 from semwatch.contract import RunEvent, ToolCall, parse_ts
+from semwatch.engine.core import Engine, EngineOptions
+from semwatch.engine.detector import DetectorEnv
+from semwatch.engine.tools import ToolMap, ids_in_result, name_words
 
 T0 = 1_767_600_000.0
 TOOLS_YAML = """

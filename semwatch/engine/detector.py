@@ -172,8 +172,9 @@ class Detector(ABC):
     def observe(self, event: RunEvent, ctx: Context) -> None:
         """Handle one event (score first, then learn)."""
 
-    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:
-        """Event time moved on to ``watermark`` for an active segment (pending or firing)."""
+    def advance(self, state: SegmentState, watermark: float, ctx: Context) -> None:  # noqa: B027
+        """Event time moved on to ``watermark`` for an active segment (pending or firing).
+        Optional: detectors without time-driven transitions do nothing here."""
 
     # -- helpers -------------------------------------------------------------------------------
     def segment_of(self, event: RunEvent) -> dict[str, str]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from semwatch.engine.state import PlainState, STATE_TYPES, is_plain, schema_of, tag_of
+from semwatch.engine.state import STATE_TYPES, PlainState, is_plain, schema_of, tag_of
 
 log = logging.getLogger("semwatch.state")
 

@@ -11,7 +11,8 @@ and say how a window's totals become a value and when that value breaches or cle
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Optional
 
 from pydantic import Field, ValidationInfo, field_validator

@@ -107,7 +107,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional
 
 from semwatch.ingest.otlp_evaluations import evaluations, merge_into
-from semwatch.ingest.otlp_json import REQUEST_MODEL_KEY, RESPONSE_MODEL_KEY, Span, decode_export, json_type, read_spans, to_int
+from semwatch.ingest.otlp_json import (
+    REQUEST_MODEL_KEY,
+    RESPONSE_MODEL_KEY,
+    Span,
+    decode_export,
+    json_type,
+    read_spans,
+    to_int,
+)
 
 __all__ = ["decode_export", "spans_to_events", "MAX_TEXT_BYTES"]
 

@@ -59,10 +59,10 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from semwatch.config import SemwatchConfig, load_config
 from semwatch.contract import RunEvent, is_optional, parse_ts
-from semwatch.enrich import DictStore
 from semwatch.engine.detector import REGISTRY, DetectorParams
 from semwatch.engine.tuning import ProbeUnavailable, SignalProbe, describe, space_of, unknown_params
 from semwatch.engine.tuning import candidates as space_candidates
+from semwatch.enrich import DictStore
 from semwatch.offline.evaluate import (
     A_FP,
     DEFAULT_SLACK_AFTER_S,

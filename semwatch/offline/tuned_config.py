@@ -8,8 +8,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from semwatch.engine.detector import DetectorParams
 from semwatch.config import ConfigError, SemwatchConfig, load_config
+from semwatch.engine.detector import DetectorParams
+
 
 # -- the tuned config ----------------------------------------------------------------------------------
 def _yaml_scalar(value: Any) -> str:

@@ -219,7 +219,7 @@ class ProblemView:
 
     def summary(self) -> list[str]:
         out = []
-        for key, problem in self.problems.items():
+        for problem in self.problems.values():
             state = "open" if any(v == "open" for v in problem["members"].values()) else "resolved"
             seg = "/".join(v for v in problem["segment"].values() if v)
             out.append(f"  problem {problem['number']} ({state}) {seg}: "

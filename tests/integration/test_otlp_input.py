@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from semwatch.ingest import otlp as otel
 from semwatch.broker import EmbeddedBroker
+from semwatch.ingest import otlp as otel
 from tests.support import REPO, WorkerProcess, consume, produce
 
 pytestmark = pytest.mark.integration

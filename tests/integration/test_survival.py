@@ -33,9 +33,9 @@ import yaml
 
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
+from semwatch.contract import RunEvent
 from semwatch.engine.core import Engine
 from streams.hop import unpack
-from semwatch.contract import RunEvent
 from tests.support import REPO, WorkerProcess, consume, event_records, produce
 
 pytestmark = pytest.mark.integration

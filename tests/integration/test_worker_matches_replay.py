@@ -10,8 +10,8 @@ import pytest
 
 from semwatch.broker import EmbeddedBroker
 from semwatch.config import load_config
-from semwatch.simulator.generate import generate
 from semwatch.contract import RunEvent
+from semwatch.simulator.generate import generate
 from tests.support import REPO, WorkerProcess, consume, event_records, produce
 
 pytestmark = pytest.mark.integration
