@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 import detectors.rate_spike  # noqa: E402,F401  (registers the types)
+import detectors.run_outlier  # noqa: E402,F401
+import detectors.runaway_loop  # noqa: E402,F401
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
 from semwatch.engine.detector import REGISTRY, DetectorEnv  # noqa: E402

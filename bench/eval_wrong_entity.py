@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 import detectors.wrong_entity_action  # noqa: E402,F401  (registers both types)
+import detectors.wrong_entity_rate  # noqa: E402,F401
 from semwatch.contract import RunEvent, parse_ts  # noqa: E402
 from semwatch.engine.core import Engine, EngineOptions  # noqa: E402
 from semwatch.engine.detector import REGISTRY, DetectorEnv  # noqa: E402
