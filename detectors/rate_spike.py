@@ -9,7 +9,9 @@ moves it little, a switch to a pricier model moves it all the way), over a recen
 baseline that respects the time of day (:class:`semwatch.engine.baselines.DailyBaseline`). A breach
 needs the ratio to the usual value, an absolute change and a z-like score vs the slot's learned
 variability, for ``for_s``; it clears below ``clear_ratio`` for ``clear_for_s``. The baseline does
-not learn while pending or firing.
+not learn while pending or firing; with ``max_unlearnt_s`` it does not learn windows past the ratio
+and increase lines that are not (yet) significant either, for up to that long: on a young baseline,
+learning them widens the very spread they are judged by.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class RateSpikeParams(DetectorParams):
     warmup_s: float = Field(default=3600.0, ge=0)  # learning time before the first decision
     # Firing this long: accept the level as the new normal (resolve, re-learn). 0 = never.
     max_firing_s: float = Field(default=6 * 3600.0, ge=0)
+    # Windows past the material lines (ratio and increase) are not learnt while they last, at most
+    # this long; a level that stays there longer without ever being significant is the new normal.
+    # 0 = learn them (the default): right for heavy-tailed sums (tokens, cost of a few long agent
+    # runs), whose spread those windows are part of; counts of runs are not heavy-tailed.
+    max_unlearnt_s: float = Field(default=0.0, ge=0)
     # Severity goes one level up for each step of the ratio ...
     escalate_ratio: tuple[float, ...] = (10.0, 50.0)
     # ... or of the absolute change (field units per minute or per event); empty = off.
@@ -123,6 +130,7 @@ class RateState(SegmentState):
     last_obs: float = math.nan
     last_expected: float = math.nan
     last_ratio: float = math.nan
+    material_since: float = math.nan  # start of the current run of material windows (not learnt)
 
 
 @register
@@ -263,7 +271,7 @@ class RateSpike(Detector):
         t_mid = t_end - 0.5 * p.window_s
         base = st.base
         floor = self._floor
-        breached = False
+        breached = material = False
         cleared = True
         lc = st.lc
         ready = base.n >= 10 and t_end - st.learn_from >= p.warmup_s
@@ -274,12 +282,10 @@ class RateSpike(Detector):
             expected = max(math.exp(mean) - floor, 0.0)
             z = (y - mean) / sd
             up_ratio = x / expected if expected > 0 else (INF if x > 0 else 1.0)
-            if self._up and up_ratio >= p.min_ratio and z >= p.z_threshold \
-                    and x - expected >= p.min_increase:
-                breached = True
-            if self._down and up_ratio * p.min_ratio <= 1.0 and z <= -p.z_threshold \
-                    and expected - x >= p.min_increase:
-                breached = True
+            up = self._up and up_ratio >= p.min_ratio and x - expected >= p.min_increase
+            down = self._down and up_ratio * p.min_ratio <= 1.0 and expected - x >= p.min_increase
+            material = up or down
+            breached = (up and z >= p.z_threshold) or (down and z <= -p.z_threshold)
             # The ratio in the direction watched (both: whichever way it moved).
             if not self._down:
                 ratio = up_ratio
@@ -309,7 +315,16 @@ class RateSpike(Detector):
         st.active = lc.active
         # Learn only from what is not (part of) a problem, and from windows with min_volume events
         # (decisions need them too; near-empty windows would only add noise to the log scale).
-        if lc.status == "ok" and not breached and y == y and volume >= p.min_volume:
+        # With max_unlearnt_s, a window past the material lines but not yet significant is not
+        # learnt either: learning it widens the spread it is judged by, so a young baseline (the
+        # first hours) talked itself out of a 4x storm (sd 0.38 -> 0.70 in ten minutes). A level
+        # that is never significant is the new normal after max_unlearnt_s.
+        if not material:
+            st.material_since = math.nan
+        elif st.material_since != st.material_since:
+            st.material_since = t_end
+        withheld = material and p.max_unlearnt_s > 0 and t_end - st.material_since < p.max_unlearnt_s
+        if lc.status == "ok" and not breached and not withheld and y == y and volume >= p.min_volume:
             base.learn(t_mid, y, **self._a)
             if st.learn_from != st.learn_from:
                 st.learn_from = t_end

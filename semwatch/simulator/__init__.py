@@ -1,7 +1,7 @@
 """The traffic simulator: deterministic, realistic synthetic labelled traffic for semwatch.
 
 :func:`semwatch.simulator.generate.generate` ``(seed, start, duration_s, rate, incidents)`` returns
-an iterator of normalized run events (dicts in the DESIGN.md event contract, sorted by ``ts``) and
+an iterator of normalized run events (dicts in the run-event contract, docs/contracts.md, sorted by ``ts``) and
 the list of labelled incident windows; ``semwatch generate`` writes them as JSON Lines or to Kafka,
 ``semwatch demo`` plays them live against a worker.
 

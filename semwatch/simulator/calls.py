@@ -1,6 +1,6 @@
 """What every simulated model call has in common: its event's fields, errors, tokens, cost, latency.
 
-Events follow the DESIGN.md run-event contract. Their keys are filled in a fixed order (the base
+Events follow the run-event contract (docs/contracts.md). Their keys are filled in a fixed order (the base
 fields, then tokens/cost/latency, then request, response and the rest), which is the order they
 have in the JSON output.
 """

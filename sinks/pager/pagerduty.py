@@ -1,6 +1,6 @@
 """Incident records -> PagerDuty Events API v2 (``POST {url}/v2/enqueue``).
 
-The incident record was designed as a PagerDuty event (DESIGN.md): ``dedup_key``, ``event_action``
+The incident record was designed as a PagerDuty event (docs/contracts.md): ``dedup_key``, ``event_action``
 and the severity map straight across, so this module is a mapping plus one HTTP call. Retries live
 in :mod:`sinks.pager.delivery` (the sender is passed in), dedup in :mod:`sinks.pager.dispatch`.
 

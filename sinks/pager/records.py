@@ -19,7 +19,7 @@ from semwatch.contract import Incident, describe_validation_error, parse_ts
 
 ACTIONS = ("trigger", "resolve")
 
-# semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (DESIGN.md).
+# semwatch severity -> PagerDuty (and Alertmanager ``severity`` label) severity (docs/contracts.md).
 SEVERITY = {"SEV-1": "critical", "SEV-2": "error", "SEV-3": "warning"}
 
 
