@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,6 +89,9 @@ def _raise_validation(path: Path, lines: dict, base: tuple, label: str, exc: Val
 
 
 # -- the whole directory ------------------------------------------------------------------------
+ENGINE_OPTION_FIELDS = frozenset(f.name for f in fields(EngineOptions))
+
+
 class EngineSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -139,20 +142,9 @@ class SemwatchConfig:
         return [REGISTRY[p.type](p, self.env) for p in self.detector_params]
 
     def build_engine(self, data=None) -> Engine:
-        opts = EngineOptions(
-            allowed_lateness_s=self.engine.allowed_lateness_s,
-            tick_s=self.engine.tick_s,
-            sweep_s=self.engine.sweep_s,
-            change_lookback_s=self.engine.change_lookback_s,
-            correlation_window_s=self.engine.correlation_window_s,
-            resolve_cooldown_s=self.engine.resolve_cooldown_s,
-            idle_app_s=self.engine.idle_app_s,
-            max_clock_lead_s=self.engine.max_clock_lead_s,
-            dedup_window_s=self.engine.dedup_window_s,
-            established_events=self.engine.established_events,
-            max_segments_per_app=self.engine.max_segments_per_app,
-            max_new_problems_per_hour=self.engine.max_new_problems_per_hour,
-        )
+        # The config's engine section names EngineOptions' fields; the rest (partition_by,
+        # classify_refusals) is read where it is used.
+        opts = EngineOptions(**self.engine.model_dump(include=ENGINE_OPTION_FIELDS))
         return Engine(self.build_detectors(), opts, data=data, enrich=self.build_enrichment())
 
     def build_enrichment(self) -> Enrichment:

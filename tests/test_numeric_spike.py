@@ -9,9 +9,11 @@ production. Timings live in bench/eval_numeric_spike.py, not here.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from detectors.rate_spike import RateSpike
@@ -21,7 +23,7 @@ from semwatch.contract import RunEvent, parse_ts
 from semwatch.engine import state_format
 from semwatch.engine.baselines import DailyBaseline, SampleRing
 from semwatch.engine.core import Engine, EngineOptions
-from semwatch.engine.detector import DetectorEnv
+from semwatch.engine.detector import REGISTRY, DetectorEnv
 from semwatch.engine.fields import segment_getter
 from semwatch.enrich import Enrichment
 from semwatch.enrich.prices import PriceTable, Pricing
@@ -180,20 +182,27 @@ def test_flat_diurnal_traffic_raises_nothing_over_two_days(two_flat_days):
     assert burn and all(s.base.n > 1000 for s in burn)
 
 
+def shipped_entries() -> list[dict]:
+    """The detector entries of config/semwatch.yaml."""
+    return yaml.safe_load((Path(__file__).parent.parent / "config" / "semwatch.yaml").read_text())["detectors"]
+
+
+def build(entries: list[dict]) -> list:
+    return [REGISTRY[e["type"]](REGISTRY[e["type"]].Params.model_validate(e), DetectorEnv()) for e in entries]
+
+
+def shipped(*names: str) -> list:
+    """Detectors as config/semwatch.yaml ships them."""
+    chosen = [e for e in shipped_entries() if e["name"] in names]
+    assert {e["name"] for e in chosen} == set(names)
+    return build(chosen)
+
+
 def test_flat_traffic_with_the_shipped_config_raises_nothing(two_flat_days):
-    from pathlib import Path
-
-    import yaml
-
-    entries = yaml.safe_load((Path(__file__).parent.parent / "config" / "semwatch.yaml").read_text())
-    from semwatch.engine.detector import REGISTRY
-
-    mine = [e for e in entries["detectors"] if e["type"] in ("run_outlier", "runaway_loop", "rate_spike")]
+    mine = [e for e in shipped_entries() if e["type"] in ("run_outlier", "runaway_loop", "rate_spike")]
     assert {e["name"] for e in mine} >= {"run-tokens", "runaway-loop", "token-burn", "cost-per-route",
                                          "cost-burn"}
-    detectors = [REGISTRY[e["type"]](REGISTRY[e["type"]].Params.model_validate(e), DetectorEnv())
-                 for e in mine]
-    incidents, _ = replay(detectors, two_flat_days)
+    incidents, _ = replay(build(mine), two_flat_days)
     assert [f"{i.detector}: {i.summary}" for i in incidents] == []
 
 
@@ -493,20 +502,6 @@ def test_geomean_sees_a_model_switch_but_not_one_expensive_run():
 
 
 # -- storms from the first hour -------------------------------------------------------------------
-def shipped(*names: str) -> list:
-    """Detectors as config/semwatch.yaml ships them."""
-    from pathlib import Path
-
-    import yaml
-
-    from semwatch.engine.detector import REGISTRY
-
-    entries = yaml.safe_load((Path(__file__).parent.parent / "config" / "semwatch.yaml").read_text())
-    chosen = [e for e in entries["detectors"] if e["name"] in names]
-    assert {e["name"] for e in chosen} == set(names)
-    return [REGISTRY[e["type"]](REGISTRY[e["type"]].Params.model_validate(e), DetectorEnv()) for e in chosen]
-
-
 def with_storm(events: list[dict], t0: float, minutes: float, route: str, factor: int) -> list[dict]:
     """``factor - 1`` extra copies of the route's runs between t0 and t0 + minutes, each copy a new
     run a few seconds later (a retry storm, a client loop, a crawler)."""
