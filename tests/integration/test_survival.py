@@ -588,6 +588,20 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def _settled_rss_kb(pid: int, seconds: float = 8.0) -> int:
+    """The worker's resident size once idle: the lowest of samples over a few seconds.
+
+    A burst leaves transient peaks (fetch and producer buffers, seen 60 MB above the floor for a
+    second or two) that the allocator hands back soon after; retained state does not go away.
+    """
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(_rss_kb(pid))
+        time.sleep(0.5)
+    return min(samples)
+
+
 def _series(text: str) -> set[str]:
     return {line.rpartition(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -603,20 +617,23 @@ def test_worker_series_and_memory_stay_bounded_under_hostile_cardinality(broker,
     _wait(lambda: _metric(w, "semwatch_events_processed_total") >= len(warm), 60, "warm-up", w)
     time.sleep(6)  # one gauge refresh
     series_before = _series(_scrape_text(w.metrics_port))
-    rss_start = _rss_kb(w.proc.pid)
+    rss_idle = _settled_rss_kb(w.proc.pid)
 
-    n = 100_000
-    half = n // 2
-    produce(broker.bootstrap, "semwatch.runs", event_records(_hostile(i) for i in range(half)))
-    _wait(lambda: _metric(w, "semwatch_events_processed_total") >= len(warm) + half, 110,
-          "the first 50k hostile events", w)
-    time.sleep(6)  # settle as before rss_end: changelog and producer buffers of the last batches
-    rss_half = _rss_kb(w.proc.pid)
-    produce(broker.bootstrap, "semwatch.runs", event_records(_hostile(i) for i in range(half, n)))
-    _wait(lambda: _metric(w, "semwatch_events_processed_total") >= len(warm) + n, 110,
-          "all 100k hostile events", w)
+    # Every hostile event is a new segment for every detector. The first 40k fill what is capped:
+    # 1000 segments per detector within the first ~2k events, and each app's event-id memory
+    # (2 x 300 s of event time at 100 events/s) by 60k. The next two 20k each find it all full.
+    # Timeouts are generous (about 400 events/s here): this checks memory, not speed.
+    fill, step = 40_000, 20_000
+    done = 0
+    floors = []
+    for size in (fill, step, step):
+        produce(broker.bootstrap, "semwatch.runs", event_records(_hostile(i) for i in range(done, done + size)))
+        done += size
+        target = len(warm) + done
+        _wait(lambda t=target: _metric(w, "semwatch_events_processed_total") >= t, 600,
+              f"{done} hostile events", w)
+        floors.append(_settled_rss_kb(w.proc.pid))
     time.sleep(6)  # one gauge refresh
-    rss_end = _rss_kb(w.proc.pid)
     text = _scrape_text(w.metrics_port)
     series_after = _series(text)
 
@@ -626,14 +643,14 @@ def test_worker_series_and_memory_stay_bounded_under_hostile_cardinality(broker,
     assert len(new) <= 3 * n_detectors, sorted(new)[:20]
     for hostile in ("tenant-", "route-", "model-", "pv-", "h-run-"):
         assert hostile not in text, f"a hostile label value leaked into /metrics: {hostile}"
-    # Memory: state is capped at ~(detectors + 1) x 1000 entries of a few kB each (a few tens of MB
-    # at most); buffers are bounded by batch and fetch sizes. The second 50k events, all new
-    # segments, find the caps already full: they must not grow the process by more than noise,
-    # and the whole run stays within 300 MB of the idle worker (unbounded state would take ~1 GB).
-    growth_first = rss_half - rss_start
-    growth_second = rss_end - rss_half
-    assert growth_second <= max(32 * 1024, growth_first // 2), (rss_start, rss_half, rss_end)
-    assert rss_end - rss_start <= 300 * 1024, (rss_start, rss_half, rss_end)
+    # Memory: state is capped at ~(detectors + 1) x 1000 entries of a few kB each (a few tens of MB);
+    # buffers are bounded by batch and fetch sizes. Unbounded state grows ~15 kB per hostile event
+    # (measured in process), ~600 MB over the last 40k. Bounded, those 40k move the idle floor by
+    # noise only (seen here: -5 to +20 MB), and the whole run stays within 300 MB of the idle worker.
+    after_fill, after_steady = floors[0], floors[-1]
+    assert after_steady - after_fill <= 64 * 1024, (rss_idle, floors)
+    assert max(floors) - rss_idle <= 300 * 1024, (rss_idle, floors)
+    print("hostile-cardinality RSS (kB): idle", rss_idle, "after fill and each step", floors)
     assert w.stop() == 0
 
 
