@@ -81,7 +81,13 @@ class KafkaLedger:
             await self._producer.stop()
 
     async def load(self) -> list[Entry]:
-        """Every record from the beginning to the end as of now, in order."""
+        """Every record from the beginning to the last one as of now, in order.
+
+        Read past the end that ListOffsets reports, until two polls in a row bring nothing: the
+        embedded broker (Tansu) reports it as the last batch's first offset + 1, and the last
+        batch often holds two targets' records of one incident. Stopping there forgot that a
+        resolve was delivered, and a restarted pager re-sent the alert and the resolve.
+        """
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         reader = AIOKafkaConsumer(group_id=None, client_id="semwatch-pager-ledger-load",
@@ -97,14 +103,19 @@ class KafkaLedger:
             ends = await reader.end_offsets(parts)
             await reader.seek_to_beginning(*parts)
             todo = {tp: end for tp, end in ends.items() if end > 0}
+            if not todo:
+                return entries
             deadline = time.monotonic() + self.load_timeout_s
-            while todo:
+            quiet = 0  # polls in a row that brought nothing, once past the reported ends
+            while todo or quiet < 2:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"reading the ledger topic {self.topic} took over "
                                        f"{self.load_timeout_s:.0f}s; not starting with half a memory")
-                for tp, records in (await reader.getmany(timeout_ms=500, max_records=5000)).items():
+                got = await reader.getmany(timeout_ms=500 if todo else 200, max_records=5000)
+                quiet = 0 if got else quiet + 1
+                for tp, records in got.items():
                     for rec in records:
-                        if rec.offset >= todo.get(tp, 0) or rec.value is None:
+                        if rec.value is None:
                             continue
                         try:
                             entries.append(decode(rec.value))
@@ -113,6 +124,7 @@ class KafkaLedger:
                 for tp in list(todo):
                     if await reader.position(tp) >= todo[tp]:
                         del todo[tp]
+                        quiet = 0
         finally:
             await reader.stop()
         return entries
